@@ -1,0 +1,57 @@
+"""Shared fixtures: the real GPT-2 tokenizer, tiny random causal LMs saved to disk, and the real data files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
+
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "data"
+HH_RLHF_FILE = DATA_DIR / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+DOVE_DIR = DATA_DIR / "dove"
+SPARSE_FEEDBACK_DIR = DATA_DIR / "sparse-feedback"
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_bundled_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    return load_bundled_tokenizer(chat_template=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """A saved tiny Llama-shaped causal LM (random weights, GPT-2 vocabulary)."""
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory) -> str:
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-qwen2"), model_type="qwen2", seed=1)
+
+
+@pytest.fixture(scope="session")
+def hh_pairs():
+    """Real HH-RLHF preference rows (`prompt`/`chosen`/`rejected`), the whole harmless-base test split."""
+    from trl_ranking.data import load_hh_rlhf
+
+    return load_hh_rlhf(HH_RLHF_FILE)
