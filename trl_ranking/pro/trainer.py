@@ -1,0 +1,526 @@
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import textwrap
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
+from datasets import Dataset, IterableDataset, concatenate_datasets
+from datasets.fingerprint import Hasher
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoProcessor,
+    BitsAndBytesConfig,
+    DataCollator,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    TrainerCallback,
+)
+from transformers.trainer_utils import EvalPrediction
+from trl import DPOTrainer
+from trl.data_utils import is_conversational
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
+
+from ..collators import DataCollatorForRanking
+from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
+from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
+from ..tokenization import chat_template_kwargs_of, tokenize_prompt_completions
+from .config import PROConfig
+
+
+logger = logging.getLogger(__name__)
+
+# Columns the prepared dataset keeps for the collator (`Trainer` drops the others when `remove_unused_columns`)
+_PREPARED_COLUMNS = ["prompt_ids", "completion_ids", "rewards", "ref_logps"]
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or all(not str(message.get("content") or "").strip() for message in value)
+    return value is None
+
+
+def _common_prompt(completions: list) -> tuple[Any, list]:
+    """Split an implicit prompt off `completions`: their longest common prefix (of messages, or of characters)."""
+    first = completions[0]
+    length = min(len(c) for c in completions)
+    index = length
+    for i in range(length):
+        if any(c[i] != first[i] for c in completions[1:]):
+            index = i
+            break
+    if isinstance(first, str) and index > 0 and first[index - 1] == " ":
+        index -= 1  # keep the space with the completions, as `trl.extract_prompt` does
+    return first[:index], [c[index:] for c in completions]
+
+
+def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple[Any, list, list[float] | None]:
+    """Read one row as `(prompt, completions best first, rewards descending or None)`, validating it.
+
+    Accepts ranking rows (`prompt`, `completions`, optional `rewards`) and DPO rows (`prompt`, `chosen`, `rejected`,
+    optional `score_chosen`/`score_rejected`), each with an explicit or an implicit prompt. When rewards are given the
+    completions are sorted by descending reward (stable: ties keep the given order).
+
+    Raises:
+        ValueError: naming the row and the field, for a ranking of fewer than two completions, rewards whose length
+            differs from the completions', non-finite rewards, missing columns or empty completions.
+    """
+    where = f"Row {index}"
+    if "completions" in example:
+        completions = example["completions"]
+        if not isinstance(completions, list):
+            raise ValueError(f"{where}, field 'completions': expected a list of completions, got {type(completions)}.")
+        rewards = example.get("rewards")
+        reward_field = "rewards"
+    elif "chosen" in example and "rejected" in example:
+        completions = [example["chosen"], example["rejected"]]
+        rewards = None
+        if example.get("score_chosen") is not None or example.get("score_rejected") is not None:
+            rewards = [example.get("score_chosen"), example.get("score_rejected")]
+        reward_field = "score_chosen/score_rejected"
+    else:
+        raise ValueError(
+            f"{where}: missing columns. A ranking row needs 'completions' (and 'prompt' unless it is implicit); a "
+            f"preference row needs 'chosen' and 'rejected'. Got columns {sorted(example)}."
+        )
+    if len(completions) < 2:
+        raise ValueError(
+            f"{where}, field 'completions': a ranking needs at least 2 completions, got {len(completions)}."
+        )
+    if "prompt" in example and example["prompt"] is not None:
+        prompt = example["prompt"]
+    else:
+        prompt, completions = _common_prompt(completions)
+    for i, completion in enumerate(completions):
+        if _is_empty(completion):
+            raise ValueError(f"{where}, field 'completions[{i}]': the completion is empty.")
+    if with_rewards:
+        if rewards is None or any(r is None for r in rewards):
+            raise ValueError(
+                f"{where}, field '{reward_field}': missing rewards (other rows of the dataset have them)."
+            )
+        if len(rewards) != len(completions):
+            raise ValueError(
+                f"{where}, field '{reward_field}': {len(rewards)} rewards for {len(completions)} completions."
+            )
+        rewards = [float(r) for r in rewards]
+        for i, reward in enumerate(rewards):
+            if not math.isfinite(reward):
+                raise ValueError(f"{where}, field '{reward_field}[{i}]': the reward is not finite ({reward}).")
+        order = sorted(range(len(completions)), key=lambda i: -rewards[i])
+        completions = [completions[i] for i in order]
+        rewards = [rewards[i] for i in order]
+    else:
+        rewards = None
+    return prompt, completions, rewards
+
+
+class PROTrainer(DPOTrainer):
+    """
+    Trainer for Preference Ranking Optimization (PRO), from the paper [Preference Ranking Optimization for Human
+    Alignment](https://huggingface.co/papers/2306.17492) (Song et al., AAAI 2024).
+
+    PRO learns from a ranking of `n >= 2` responses per prompt: for each position `k` of the ranking, the response at
+    `k` should be more likely than every response below it (Eq. 8), with a reward-derived temperature when rewards
+    are given (Eqs. 9-11), plus an SFT term on the top response. The score of a response is its mean token
+    log-probability under the policy, so no reference model is needed, loaded or run (set
+    `PROConfig.reference_normalized=True` for a reference-normalised score).
+
+    This class subclasses [`~trl.DPOTrainer`] and takes the same arguments: a user of `DPOTrainer` changes the class
+    and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_ranking import PROConfig, PROTrainer
+    >>> from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
+
+    >>> tokenizer = load_bundled_tokenizer()
+    >>> model_path = make_tiny_causal_lm("tiny-model")  # any causal LM id or path works the same way
+    >>> dataset = Dataset.from_list(
+    ...     [
+    ...         {"prompt": "The sky is", "completions": [" blue.", " green.", " made of cheese."]},
+    ...         {"prompt": "Two plus two is", "completions": [" four.", " five."], "rewards": [1.0, 0.0]},
+    ...     ]
+    ... )
+    >>> trainer = PROTrainer(
+    ...     model=model_path,
+    ...     args=PROConfig(output_dir="pro-model", max_steps=2, report_to="none"),
+    ...     train_dataset=dataset,
+    ...     processing_class=tokenizer,
+    ... )
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
+            instantiated causal LM.
+        ref_model ([`~transformers.PreTrainedModel`], *optional*):
+            Reference model, only with `args.reference_normalized=True`. If `None` there, TRL's default applies: the
+            PEFT adapter switched off, or a copy of the initial model, or precomputed log-probs.
+        args ([`PROConfig`], *optional*):
+            Configuration. If `None`, a default `PROConfig` is used.
+        data_collator (`DataCollator`, *optional*):
+            Defaults to [`DataCollatorForRanking`].
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Ranking rows `prompt`, `completions` (best first) and optional `rewards` (one float per completion; the
+            ranking is then their descending order), or DPO rows `prompt`/`chosen`/`rejected` with optional
+            `score_chosen`/`score_rejected`. Standard or conversational, explicit or implicit prompt.
+        eval_dataset: Same format as `train_dataset`, or a dict of such datasets.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer. If `None`, loaded from the model. `pad_token` defaults to `eos_token`.
+        compute_metrics, callbacks, optimizers: As in [`~trl.DPOTrainer`].
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization used when `model` is a model id or path. Combine with `peft_config` for QLoRA.
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            PEFT configuration used to wrap the model.
+    """
+
+    _tag_names = ["trl", "trl-ranking", "pro"]
+    _name = "PRO"
+    _paper = {
+        "title": "Preference Ranking Optimization for Human Alignment",
+        "id": "2306.17492",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{song2024preference,
+                title        = {{Preference Ranking Optimization for Human Alignment}},
+                author       = {Feifan Song and Bowen Yu and Minghao Li and Haiyang Yu and Fei Huang and Yongbin Li and Houfeng Wang},
+                year         = 2024,
+                booktitle    = {Thirty-Eighth AAAI Conference on Artificial Intelligence, AAAI 2024},
+                pages        = {18990--18998},
+                doi          = {10.1609/AAAI.V38I17.29865},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        ref_model: PreTrainedModel | None = None,
+        args: PROConfig | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config=None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = PROConfig(f"{model_name.split('/')[-1]}-PRO")
+        elif not isinstance(args, PROConfig):
+            raise TypeError(
+                f"`args` must be a `PROConfig`, got `{type(args).__name__}`. A `DPOConfig`'s training arguments carry "
+                "over: `PROConfig(**{k: v for k, v in dpo_args.to_dict().items() if k in PROConfig.__dataclass_fields__})`."
+            )
+        if ref_model is not None and not args.reference_normalized:
+            raise ValueError(
+                "A `ref_model` was passed but `args.reference_normalized` is False: the default PRO score is "
+                "reference-free. Set `PROConfig(reference_normalized=True)` to score candidates against the reference."
+            )
+
+        # The collator needs the pad token before `DPOTrainer.__init__`, so resolve the tokenizer here
+        if processing_class is None:
+            model_id = model if isinstance(model, str) else get_config_model_id(model.config)
+            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
+        tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if data_collator is None:
+            data_collator = DataCollatorForRanking(
+                pad_token_id=tokenizer.pad_token_id,
+                max_length=args.max_length,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
+
+        # Reference-free PRO must not load a reference model. `DPOTrainer.__init__` loads a copy of the policy unless
+        # PEFT is used or `precompute_ref_log_probs` is set, so the flag is raised for the duration of the parent
+        # constructor (our `_precompute_ref_logps` is then a no-op) and lowered again afterwards.
+        uses_peft = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
+        suppress_reference = not args.reference_normalized and not args.precompute_ref_log_probs and not uses_peft
+        if suppress_reference:
+            args.precompute_ref_log_probs = True
+        try:
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
+        finally:
+            if suppress_reference:
+                args.precompute_ref_log_probs = False
+        self.precompute_ref_logps = args.precompute_ref_log_probs
+        if not args.reference_normalized:
+            self.ref_model = None
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Data. Replaces `DPOTrainer._prepare_dataset` (chosen/rejected tokenization) with ranking tokenization.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _prepare_dataset(
+        self,
+        dataset: Dataset | IterableDataset,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin,
+        args: PROConfig,
+        dataset_name: str,
+    ) -> Dataset | IterableDataset:
+        first_example = next(iter(dataset))
+        if "completion_ids" in first_example and "prompt_ids" in first_example:
+            return dataset  # already prepared (e.g. a dataset passed again to `evaluate`)
+        with_rewards = first_example.get("rewards") is not None or (
+            first_example.get("score_chosen") is not None or first_example.get("score_rejected") is not None
+        )
+        if "completions" not in first_example and not ("chosen" in first_example and "rejected" in first_example):
+            raise ValueError(
+                f"The {dataset_name} dataset is missing columns: a ranking dataset needs 'completions' (and 'prompt' "
+                "unless it is implicit), a preference dataset 'chosen' and 'rejected'. Got columns "
+                f"{sorted(first_example)}."
+            )
+        tokenizer = self._tokenizer
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+
+        def tokenize_row(example: dict[str, Any], index: int) -> dict[str, Any]:
+            prompt, completions, rewards = to_ranking(example, index, with_rewards)
+            if is_conversational({"prompt": prompt}) != is_conversational({"prompt": completions[0]}) and prompt:
+                raise ValueError(
+                    f"Row {index}, field 'prompt': the prompt and the completions mix conversational and standard text."
+                )
+            prompt_ids, completion_ids = tokenize_prompt_completions(
+                processing_class,
+                prompt,
+                completions,
+                eos_token=tokenizer.eos_token,
+                **chat_template_kwargs_of(example),
+            )
+            truncated = max_prompt_length is not None and len(prompt_ids) > max_prompt_length
+            if truncated:
+                prompt_ids = prompt_ids[-max_prompt_length:]
+            if max_length is not None and len(prompt_ids) >= max_length:
+                raise ValueError(
+                    f"Row {index}, field 'prompt': the prompt has {len(prompt_ids)} tokens, which leaves no completion "
+                    f"token under `max_length={max_length}`. Raise `max_length`, set `max_prompt_length` to "
+                    "left-truncate long prompts, or remove the row."
+                )
+            for i, ids in enumerate(completion_ids):
+                if not ids:
+                    raise ValueError(f"Row {index}, field 'completions[{i}]': the completion has no token.")
+            output = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "prompt_truncated": truncated}
+            if with_rewards:
+                output["rewards"] = rewards
+            return output
+
+        map_kwargs: dict[str, Any] = {"with_indices": True}
+        if isinstance(dataset, Dataset):
+            map_kwargs.update(num_proc=args.dataset_num_proc, desc=f"Tokenizing {dataset_name} rankings")
+        with global_then_local_main_first():
+            dataset = dataset.map(tokenize_row, **map_kwargs)
+        if isinstance(dataset, Dataset):
+            num_truncated = sum(dataset["prompt_truncated"])
+            if num_truncated:
+                logger.warning(
+                    "%d of %d prompts of the %s dataset were left-truncated to `max_prompt_length=%d` tokens.",
+                    num_truncated,
+                    len(dataset),
+                    dataset_name,
+                    max_prompt_length,
+                )
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = list(_PREPARED_COLUMNS)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Reference scores (only with `reference_normalized=True`). Reuses TRL's choice of reference: an explicit
+    # `ref_model`, else the PEFT adapter switched off (or the "ref" adapter copy), else the initial-model copy.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _reference_log_probs(self, model, inputs: dict[str, torch.Tensor], score_mask: torch.Tensor) -> TokenLogProbs:
+        adapter_context = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_context = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            adapter_context,
+        ):
+            return token_log_probs(model, inputs, score_mask)
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Reference scores (mean token log-probability) of every candidate of a collated batch, `[batch, n_max]`."""
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        with self.accelerator.autocast():
+            ref = self._reference_log_probs(model, model_inputs, inputs["completion_mask"])
+        return rows_to_rankings(ref.means.float(), inputs["num_candidates"])
+
+    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+        # Replaces DPO's chosen/rejected precompute with one value per candidate (column `ref_logps`)
+        if not self.args.reference_normalized:
+            return dataset  # reference-free PRO: nothing to precompute (see `__init__`)
+        if isinstance(dataset, IterableDataset):
+            raise ValueError(
+                "`precompute_ref_log_probs=True` is not supported with an IterableDataset. Use a map-style Dataset or "
+                "set `precompute_ref_log_probs=False`."
+            )
+        fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "pro-ref-logps"))]
+        broadcast_object_list(fingerprint, from_process=0)
+        cache_file = dataset._get_cache_file_path(fingerprint[0])
+        if not os.path.exists(cache_file):
+            columns = [c for c in dataset.column_names if c in ("prompt_ids", "completion_ids", "rewards")]
+            loader = self.accelerator.prepare(
+                DataLoader(
+                    dataset.select_columns(columns),
+                    batch_size=batch_size,
+                    collate_fn=self.data_collator,
+                    num_workers=self.args.dataloader_num_workers,
+                    shuffle=False,
+                )
+            )
+            model = self.ref_model or self.model
+            if self.ref_model is None and self.is_deepspeed_enabled:
+                from trl.models import prepare_deepspeed
+
+                if self._precompute_engine is None:
+                    self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+                model = self._precompute_engine
+            values: list[list[float]] = []
+            for batch in tqdm(
+                loader,
+                desc=f"Computing reference log probs for {name} dataset",
+                disable=bool(os.environ.get("TQDM_DISABLE", "")),
+            ):
+                ref = self.compute_ref_log_probs(model, batch)
+                counts = batch["num_candidates"]
+                # Processes may hold rankings of different sizes: pad before gathering
+                ref = self.accelerator.pad_across_processes(ref, dim=1)
+                ref, counts = self.accelerator.gather_for_metrics((ref, counts))
+                values.extend(row[:count].tolist() for row, count in zip(ref.cpu(), counts.cpu().tolist()))
+            if self.accelerator.is_main_process:
+                Dataset.from_dict({"ref_logps": values}).map(
+                    new_fingerprint=fingerprint[0], cache_file_name=cache_file, desc="Caching reference log probs"
+                )
+            self.accelerator.wait_for_everyone()
+        return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Loss. Replaces `DPOTrainer._compute_loss` (pairwise losses) with PRO's ranking loss and ranking metrics.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        num_candidates = inputs["num_candidates"]
+        completion_mask = inputs["completion_mask"]
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        forward_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
+        policy = token_log_probs(model, model_inputs, completion_mask, **forward_kwargs)
+
+        logps = rows_to_rankings(policy.means, num_candidates)
+        if self.args.reference_normalized:
+            if self.precompute_ref_logps:
+                ref_logps = inputs["ref_logps"].to(logps.dtype)
+            else:
+                ref_model = self.ref_model if self.ref_model is not None else self.model
+                ref_logps = rows_to_rankings(
+                    self._reference_log_probs(ref_model, model_inputs, completion_mask).means, num_candidates
+                )
+            scores = self.beta * (logps - ref_logps)
+        else:
+            scores = logps
+        rewards = inputs.get("rewards")
+
+        ranking_loss, _, _ = pro_ranking_loss(
+            scores,
+            num_candidates,
+            rewards=rewards,
+            dynamic_temperature=self.args.dynamic_temperature,
+            first_stage_only=self.args.first_stage_only,
+            eps=self.args.ranking_eps,
+        )
+        first_rows = torch.cumsum(num_candidates, dim=0) - num_candidates
+        top_nll = -policy.sums[first_rows]
+        sft_loss = pro_sft_loss(top_nll, num_candidates, self.args.sft_weight)
+        loss = (ranking_loss + sft_loss).mean()
+
+        if self.aux_loss_enabled:
+            aux_loss = policy.outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+
+        self._log_ranking_metrics(mode, inputs, policy, scores.detach(), rewards, ranking_loss, sft_loss, first_rows)
+
+        if return_outputs:
+            warnings.warn(
+                "`return_outputs=True` is deprecated: the fused LM head does not build the logits, so they are "
+                "recomputed with an extra forward pass.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            with torch.no_grad():
+                outputs = model(**model_inputs)
+            return loss, outputs
+        return loss
+
+    def _gathered_mean(self, total: torch.Tensor, count: torch.Tensor) -> float:
+        total = self.accelerator.gather_for_metrics(total.detach().float().reshape(1)).sum()
+        count = self.accelerator.gather_for_metrics(count.detach().float().reshape(1)).sum()
+        return (total / count).item() if count > 0 else float("nan")
+
+    def _log_ranking_metrics(self, mode, inputs, policy, scores, rewards, ranking_loss, sft_loss, first_rows):
+        metrics = self._metrics[mode]
+        num_candidates = inputs["num_candidates"]
+        batch = torch.tensor(float(num_candidates.numel()), device=scores.device)
+        metrics["loss/ranking"].append(self._gathered_mean(ranking_loss.detach().sum(), batch))
+        metrics["loss/sft"].append(self._gathered_mean(sft_loss.detach().sum(), batch))
+        metrics["num_candidates"].append(self._gathered_mean(num_candidates.sum(), batch))
+
+        correct, pairs = ranking_accuracy(scores, num_candidates, rewards)
+        metrics["ranking/accuracy"].append(self._gathered_mean(correct, pairs))
+        tau, valid = kendall_tau(scores, num_candidates, rewards)
+        metrics["ranking/kendall_tau"].append(self._gathered_mean((tau * valid).sum(), valid.sum()))
+
+        # Mean score per rank, over the examples that have that rank. Processes may hold different n: pad to gather.
+        rank_mask = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < num_candidates.unsqueeze(1)
+        rank_totals = self.accelerator.pad_across_processes((scores * rank_mask).sum(dim=0), dim=0)
+        rank_counts = self.accelerator.pad_across_processes(rank_mask.sum(dim=0).float(), dim=0)
+        world = self.accelerator.num_processes
+        rank_totals = self.accelerator.gather(rank_totals).view(world, -1).sum(dim=0)
+        rank_counts = self.accelerator.gather(rank_counts).view(world, -1).sum(dim=0)
+        for rank, (total, count) in enumerate(zip(rank_totals.tolist(), rank_counts.tolist()), start=1):
+            if count > 0:
+                metrics[f"scores/rank_{rank}"].append(total / count)
+
+        # As DPOTrainer: entropy over scored tokens, token accuracy of the top candidate, tokens seen
+        mask = policy.mask
+        if policy.outputs.entropy is not None:
+            entropy = policy.outputs.entropy[:, -mask.size(1) :].detach()
+            metrics["entropy"].append(self._gathered_mean((entropy * mask).sum(), mask.sum()))
+        if policy.outputs.is_top1 is not None:
+            top_mask = mask[first_rows]
+            is_top1 = policy.outputs.is_top1[:, -mask.size(1) :][first_rows]
+            metrics["mean_token_accuracy"].append(self._gathered_mean((is_top1 * top_mask).sum(), top_mask.sum()))
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
