@@ -33,6 +33,7 @@ from ..collators import DataCollatorForRanking
 from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
 from ..tokenization import chat_template_kwargs_of, tokenize_prompt_completions
+from ..trainer_utils import EvalPrefixLoggingMixin
 from .config import PROConfig
 
 
@@ -125,7 +126,7 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
     return prompt, completions, rewards
 
 
-class PROTrainer(DPOTrainer):
+class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
     """
     Trainer for Preference Ranking Optimization (PRO), from the paper [Preference Ranking Optimization for Human
     Alignment](https://huggingface.co/papers/2306.17492) (Song et al., AAAI 2024).
@@ -482,23 +483,25 @@ class PROTrainer(DPOTrainer):
             return loss, outputs
         return loss
 
-    def _gathered_mean(self, total: torch.Tensor, count: torch.Tensor) -> float:
+    def _append_mean(self, metrics, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
+        """Append `sum(total) / sum(count)` over all processes to `metrics[name]` (nothing when the count is 0)."""
         total = self.accelerator.gather_for_metrics(total.detach().float().reshape(1)).sum()
         count = self.accelerator.gather_for_metrics(count.detach().float().reshape(1)).sum()
-        return (total / count).item() if count > 0 else float("nan")
+        if count > 0:
+            metrics[name].append((total / count).item())
 
     def _log_ranking_metrics(self, mode, inputs, policy, scores, rewards, ranking_loss, sft_loss, first_rows):
         metrics = self._metrics[mode]
         num_candidates = inputs["num_candidates"]
         batch = torch.tensor(float(num_candidates.numel()), device=scores.device)
-        metrics["loss/ranking"].append(self._gathered_mean(ranking_loss.detach().sum(), batch))
-        metrics["loss/sft"].append(self._gathered_mean(sft_loss.detach().sum(), batch))
-        metrics["num_candidates"].append(self._gathered_mean(num_candidates.sum(), batch))
+        self._append_mean(metrics, "loss/ranking", ranking_loss.detach().sum(), batch)
+        self._append_mean(metrics, "loss/sft", sft_loss.detach().sum(), batch)
+        self._append_mean(metrics, "num_candidates", num_candidates.sum(), batch)
 
         correct, pairs = ranking_accuracy(scores, num_candidates, rewards)
-        metrics["ranking/accuracy"].append(self._gathered_mean(correct, pairs))
+        self._append_mean(metrics, "ranking/accuracy", correct, pairs)
         tau, valid = kendall_tau(scores, num_candidates, rewards)
-        metrics["ranking/kendall_tau"].append(self._gathered_mean((tau * valid).sum(), valid.sum()))
+        self._append_mean(metrics, "ranking/kendall_tau", (tau * valid).sum(), valid.sum())
 
         # Mean score per rank, over the examples that have that rank. Processes may hold different n: pad to gather.
         rank_mask = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < num_candidates.unsqueeze(1)
@@ -515,11 +518,11 @@ class PROTrainer(DPOTrainer):
         mask = policy.mask
         if policy.outputs.entropy is not None:
             entropy = policy.outputs.entropy[:, -mask.size(1) :].detach()
-            metrics["entropy"].append(self._gathered_mean((entropy * mask).sum(), mask.sum()))
+            self._append_mean(metrics, "entropy", (entropy * mask).sum(), mask.sum())
         if policy.outputs.is_top1 is not None:
             top_mask = mask[first_rows]
             is_top1 = policy.outputs.is_top1[:, -mask.size(1) :][first_rows]
-            metrics["mean_token_accuracy"].append(self._gathered_mean((is_top1 * top_mask).sum(), top_mask.sum()))
+            self._append_mean(metrics, "mean_token_accuracy", (is_top1 * top_mask).sum(), top_mask.sum())
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
             self._total_train_tokens += tokens // self._tp_size

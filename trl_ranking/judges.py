@@ -1,0 +1,484 @@
+"""Pairwise judges for the DOVE data protocol: which of two (instruction, response) pairs is better.
+
+A judge is any callable `judge(first, second) -> 0 | 1` where `first` and `second` are `(prompt, completion)` pairs
+and the result is the index of the preferred pair. The two prompts may differ (a joint comparison, the DOVE paper's
+D_H) or be equal (a conditional comparison, D_C). A judge may also have a `judge_batch(firsts, seconds)` method
+returning one index per comparison; the pair builders in `trl_ranking.data` use it when present.
+
+Two judges are provided: `RewardModelJudge` (compares the two pairs' reward-model scores) and `OpenAIChatJudge`
+(asks a chat model behind an OpenAI-compatible HTTP endpoint, with the DOVE paper's prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .rewards import PromptLike, RewardModelScorer
+
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[PromptLike, PromptLike]
+Judge = Callable[[Pair, Pair], int]
+
+# The DOVE paper's comparison prompts (arXiv 2404.00530, Appendix F), copied unchanged from the authors' code:
+# Hritikbansal/dove, `dove/comparison_prompts.py` (MIT License, Copyright (c) 2024 Hritikbansal). The paper asks
+# each comparison in both orders and drops the pair when the answer flips.
+DOVE_CONDITIONAL_PROMPT = """You are a helpful following assistant whose goal is to select the preferred output for a given instruction.
+Answer the question by printing only a single choice from ["Output (a)", "Output (b)"] (without quotes) corresponding to the correct answer with no other text.
+
+## Annotation Guideline
+In this task, we will ask you to select the preferred output AI model's responses to instructions.
+
+You will read a examples, which are composed of the following:
+
+1. an Instruction we give to the AI system
+2. Output (a), the first output from the AI system
+3. Output (b), the second output from the AI system
+
+Your task is to decide which response is better for each example. There are several dimensions that you can think along. Consider the following dimensions:
+
+Accuracy: The output sentence should be factually consistent with the instruction and the input.
+Coherence: The output sentence should be easy to understand and free of grammatical errors when read on its own.
+Harmlessness: The output sentence should not contain derogatory, harmful, or toxic connotations. 
+
+You should answer using only Output (a) or Output (b) depending on which response is better.
+
+### Instruction:
+{instruction}
+
+### Output (a):
+{output_1}
+
+### Output (b):
+{output_2}
+
+## Preferred Output:
+"""  # noqa: W291 (the trailing space after "connotations." is the authors')
+
+DOVE_JOINT_PROMPT = """You are a helpful following assistant whose goal is to select the preferred output for a given instruction.
+Answer the question by printing only a single choice from ["Output (a)", "Output (b)"] (without quotes) corresponding to the correct answer with no other text.
+
+## Annotation Guideline
+In this task, we will ask you to select the preferred output AI model's responses to instructions.
+
+You will read a examples, which are composed of the following:
+
+1. Instruction (a), the first input to the AI system and Output (a), the first output from the AI system
+2. Instruction (b), the second input to the AI system and Output (b), the second output from the AI system
+
+Your task is to decide which response is better for each example. There are several dimensions that you can think along. Consider the following dimensions:
+
+Accuracy: The output sentence should be factually consistent with the instruction and the input.
+Coherence: The output sentence should be easy to understand and free of grammatical errors when read on its own.
+Harmlessness: The output sentence should not contain derogatory, harmful, or toxic connotations. 
+
+You should answer using only Output (a) or Output (b) depending on which response is better.
+
+### Instruction (a):
+{instruction_1}
+
+### Output (a):
+{output_1}
+
+### Instruction (b):
+{instruction_2}
+
+### Output (b):
+{output_2}
+
+## Preferred Output:
+"""  # noqa: W291 (the trailing space after "connotations." is the authors')
+
+
+def validate_judgement(value: Any, where: str) -> int:
+    """Check that a judge returned the index of the preferred pair, 0 or 1, and return it as an `int`.
+
+    Python and NumPy integers equal to 0 or 1 are accepted. Booleans are rejected on purpose: a judge written as
+    `return score_first > score_second` returns `True` when the *first* pair wins, which read as an index means the
+    second, so accepting bools would silently invert such judges.
+
+    Args:
+        value: What the judge returned.
+        where (`str`): Where it was called, quoted in the error (e.g. `"row 3 (paired with row 17), order AB"`).
+
+    Raises:
+        ValueError: `value` is not the integer 0 or 1.
+
+    Example:
+
+    ```python
+    >>> validate_judgement(1, "row 0")
+    1
+    >>> validate_judgement(True, "row 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: row 0: the judge must return 0 or 1 (the index of the preferred pair), got True (bool) ...
+    ```
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) not in (0, 1):
+        hint = " ; return an int index, not a bool" if isinstance(value, bool) else ""
+        raise ValueError(
+            f"{where}: the judge must return 0 or 1 (the index of the preferred pair), "
+            f"got {value!r} ({type(value).__name__}){hint}"
+        )
+    return int(value)
+
+
+def _check_pair(pair: Any, name: str) -> Pair:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"'{name}' must be a (prompt, completion) pair, got {type(pair).__name__}")
+    return pair[0], pair[1]
+
+
+class RewardModelJudge:
+    """Judge two (prompt, completion) pairs by their reward-model scores: the higher score is preferred.
+
+    Built on `RewardModelScorer`. Equal scores return 0 (the first pair) in both orders, which the both-orders
+    protocol of `build_joint_pairs` counts as a tie. Note that a reward model scores each pair on its own, so the two
+    orders always agree unless the scores are equal: the both-orders protocol only removes position bias of judges
+    that see both pairs at once, such as `OpenAIChatJudge`.
+
+    Args:
+        scorer_or_model:
+            A `RewardModelScorer`, any scorer callable `scorer(prompts, completions) -> list[float]`, a reward model
+            (`AutoModelForSequenceClassification` with `num_labels=1`), or a path to one.
+        tokenizer (*optional*):
+            The tokenizer, needed when `scorer_or_model` is a model instance.
+        **scorer_kwargs:
+            Passed to `RewardModelScorer` (`batch_size`, `max_length`, `device`, `model_init_kwargs`) when a model or
+            path is given.
+
+    Example:
+
+    ```python
+    >>> from trl_ranking.judges import RewardModelJudge
+
+    >>> judge = RewardModelJudge("path/to/reward-model", batch_size=16)
+    >>> judge(("Where can I buy dry ice?", "At a grocery store."), ("What is 2+2?", "5"))
+    0
+    >>> judge.judge_batch([("a", " b")], [("c", " d")])
+    [1]
+    ```
+    """
+
+    def __init__(self, scorer_or_model: Any, tokenizer: Any | None = None, **scorer_kwargs: Any) -> None:
+        import torch
+
+        if isinstance(scorer_or_model, (str, torch.nn.Module)):
+            self.scorer = RewardModelScorer(scorer_or_model, tokenizer, **scorer_kwargs)
+        elif callable(scorer_or_model):
+            if tokenizer is not None or scorer_kwargs:
+                raise ValueError("tokenizer and scorer options are only used when a reward model or path is given")
+            self.scorer = scorer_or_model
+        else:
+            raise ValueError(
+                "scorer_or_model must be a scorer callable, a reward model or a path to one, "
+                f"got {type(scorer_or_model).__name__}"
+            )
+
+    def __call__(self, first: Pair, second: Pair) -> int:
+        """Return 0 if `first` scores at least as high as `second`, else 1."""
+        return self.judge_batch([first], [second])[0]
+
+    def judge_batch(self, firsts: Sequence[Pair], seconds: Sequence[Pair]) -> list[int]:
+        """Judge many comparisons with one batched scoring pass (each distinct pair is scored once).
+
+        Args:
+            firsts: The first (prompt, completion) pair of each comparison.
+            seconds: The second pair of each comparison, as many as `firsts`.
+
+        Returns:
+            `list[int]`: For each comparison, the index (0 or 1) of the preferred pair.
+        """
+        firsts, seconds = list(firsts), list(seconds)
+        if len(firsts) != len(seconds):
+            raise ValueError(f"got {len(firsts)} first pairs but {len(seconds)} second pairs; they must match")
+        keys: dict[str, int] = {}
+        prompts: list[PromptLike] = []
+        completions: list[PromptLike] = []
+        slots: list[tuple[int, int]] = []
+        for index, (first, second) in enumerate(zip(firsts, seconds)):
+            slot = []
+            for name, pair in (("first", first), ("second", second)):
+                prompt, completion = _check_pair(pair, f"comparison {index}: {name}")
+                key = json.dumps([prompt, completion], sort_keys=True, default=str)
+                if key not in keys:
+                    keys[key] = len(prompts)
+                    prompts.append(prompt)
+                    completions.append(completion)
+                slot.append(keys[key])
+            slots.append((slot[0], slot[1]))
+        scores = list(self.scorer(prompts, completions)) if prompts else []
+        if len(scores) != len(prompts):
+            raise ValueError(f"the scorer returned {len(scores)} scores for {len(prompts)} pairs")
+        return [0 if scores[a] >= scores[b] else 1 for a, b in slots]
+
+
+class JudgeRequestError(RuntimeError):
+    """The judge's HTTP endpoint failed: a non-retryable status, retries exhausted, or a malformed response."""
+
+
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def _as_text(value: PromptLike, role_labels: bool) -> str:
+    """Render a prompt or completion, text or messages, as plain text for the judge's prompt."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(turn, dict) and "content" in turn for turn in value):
+        if not role_labels or (len(value) == 1 and value[0].get("role") in ("user", "assistant")):
+            return "\n\n".join(str(turn["content"]) for turn in value)
+        return "\n\n".join(f"{str(turn.get('role', 'user')).capitalize()}: {turn['content']}" for turn in value)
+    raise ValueError(f"expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
+
+
+_CHOICE_PATTERNS = [
+    # "Output (a)", "output a", "Output(b)"
+    re.compile(r"\boutput\s*\(?\s*([ab])\s*\)?(?![a-z])", re.IGNORECASE),
+    # "(a)", "(b)"
+    re.compile(r"\(\s*([ab])\s*\)", re.IGNORECASE),
+]
+# A reply that is only a choice, possibly labelled: "b", "2", "Output 1", "Preferred Output: a", "Answer: (b)."
+_BARE_CHOICE = re.compile(
+    r"^\W*(?:(?:preferred\s+)?(?:output|answer|choice)\s*:?\s*)?\(?\s*([ab12])\s*\)?\W*$", re.IGNORECASE
+)
+
+
+def parse_judgement(reply: str) -> int:
+    """Parse a chat model's answer to the DOVE prompt into the index of the preferred pair.
+
+    Accepted: "Output (a)" / "Output (b)" (the format the prompt asks for, any case and spacing), "(a)" / "(b)", and
+    a bare "a", "b", "1" or "2", possibly labelled ("Preferred Output: a", "Answer: 2"). A reply that starts with a choice is read by that choice; otherwise exactly one of
+    the two outputs must be mentioned.
+
+    Raises:
+        ValueError: the reply names no output, or both, quoting the reply.
+
+    Example:
+
+    ```python
+    >>> parse_judgement("Output (b)")
+    1
+    >>> parse_judgement("2")
+    1
+    ```
+    """
+    text = reply.strip()
+    bare = _BARE_CHOICE.match(text)
+    if bare:
+        return {"a": 0, "1": 0, "b": 1, "2": 1}[bare.group(1).lower()]
+    for pattern in _CHOICE_PATTERNS:
+        found = [match.group(1).lower() for match in pattern.finditer(text)]
+        if not found:
+            continue
+        first_match = pattern.search(text)
+        if first_match.start() == len(text) - len(text.lstrip(" \t\n*_`'\"#:")):  # the reply starts with a choice
+            return 0 if found[0] == "a" else 1
+        if len(set(found)) == 1:
+            return 0 if found[0] == "a" else 1
+        raise ValueError(f"the judge's reply names both outputs, so it cannot be read as a choice: {reply!r}")
+    raise ValueError(f"could not find 'Output (a)' or 'Output (b)' in the judge's reply: {reply!r}")
+
+
+class OpenAIChatJudge:
+    """Judge two (instruction, response) pairs by asking a chat model through an OpenAI-compatible HTTP endpoint.
+
+    Each comparison is one `POST {base_url}/chat/completions` request whose single user message is the DOVE paper's
+    comparison prompt (arXiv 2404.00530, Appendix F; `DOVE_JOINT_PROMPT` when the two instructions differ,
+    `DOVE_CONDITIONAL_PROMPT` when they are equal). The answer is parsed with `parse_judgement` ("Output (a)" -> 0,
+    "Output (b)" -> 1). Only the standard library is used (`urllib.request`), so any server speaking the OpenAI chat
+    API works: OpenAI, vLLM, TGI, llama.cpp, Ollama...
+
+    Connection errors, timeouts and the statuses 408, 409, 429 and 5xx are retried up to `max_retries` times with
+    exponential backoff (`backoff * 2**attempt` seconds, or the server's `Retry-After` when given, capped at
+    `max_backoff`). Other statuses raise at once.
+
+    Args:
+        base_url (`str`): The API root, e.g. `"https://api.openai.com/v1"` or `"http://localhost:8000/v1"`.
+        model (`str`): The model name sent in the request.
+        api_key (`str`, *optional*): Sent as `Authorization: Bearer ...`; defaults to `$OPENAI_API_KEY` if set.
+        timeout (`float`, defaults to `60.0`): Seconds per request.
+        max_retries (`int`, defaults to `3`): Retries after the first attempt.
+        prompt_template (`str`, *optional*): Template for joint comparisons, with the fields `{instruction_1}`,
+            `{output_1}`, `{instruction_2}`, `{output_2}`; defaults to `DOVE_JOINT_PROMPT`.
+        conditional_prompt_template (`str` or `None`, *optional*): Template for comparisons with equal instructions,
+            with the fields `{instruction}`, `{output_1}`, `{output_2}`; defaults to `DOVE_CONDITIONAL_PROMPT`. Pass
+            `None` to use `prompt_template` for every comparison.
+        temperature (`float` or `None`, defaults to `0.0`): Sent when not `None`.
+        max_tokens (`int`, *optional*): Sent when not `None`.
+        extra_body (`dict`, *optional*): More fields for the request body (e.g. `{"seed": 0}`).
+        backoff (`float`, defaults to `1.0`), max_backoff (`float`, defaults to `30.0`): Retry delays, in seconds.
+        num_workers (`int`, defaults to `1`): Concurrent requests in `judge_batch`.
+
+    Raises (on a call):
+        JudgeRequestError: a non-retryable HTTP status, retries exhausted, or a response without a message.
+        ValueError: the model's reply names neither output (or both); the message quotes the reply.
+
+    Example:
+
+    ```python
+    >>> from trl_ranking.judges import OpenAIChatJudge
+
+    >>> judge = OpenAIChatJudge("http://localhost:8000/v1", model="Qwen/Qwen2.5-7B-Instruct")
+    >>> judge(("Where can I buy dry ice?", "At most grocery stores."), ("What is 2+2?", "5"))
+    0
+    ```
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        prompt_template: str | None = None,
+        conditional_prompt_template: str | None = DOVE_CONDITIONAL_PROMPT,
+        temperature: float | None = 0.0,
+        max_tokens: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        num_workers: int = 1,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if not model:
+            raise ValueError("model must be a non-empty model name")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        prompt_template = DOVE_JOINT_PROMPT if prompt_template is None else prompt_template
+        self._check_template(
+            prompt_template, "prompt_template", ("instruction_1", "output_1", "instruction_2", "output_2")
+        )
+        if conditional_prompt_template is not None:
+            self._check_template(
+                conditional_prompt_template, "conditional_prompt_template", ("instruction", "output_1", "output_2")
+            )
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.prompt_template = prompt_template
+        self.conditional_prompt_template = conditional_prompt_template
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.extra_body = dict(extra_body or {})
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.num_workers = num_workers
+
+    @staticmethod
+    def _check_template(template: str, name: str, fields: tuple[str, ...]) -> None:
+        try:
+            rendered = template.format(**{field: f"<<{field}>>" for field in fields})
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"{name} must be a str.format template using only the fields {', '.join(fields)}: {error!r}"
+            ) from error
+        missing = [field for field in fields if f"<<{field}>>" not in rendered]
+        if missing:
+            raise ValueError(f"{name} does not use the field(s) {', '.join(missing)}")
+
+    def build_prompt(self, first: Pair, second: Pair) -> str:
+        """The text sent to the chat model for one comparison (first pair as (a), second as (b))."""
+        (prompt_a, completion_a), (prompt_b, completion_b) = _check_pair(first, "first"), _check_pair(second, "second")
+        instruction_a, instruction_b = _as_text(prompt_a, role_labels=True), _as_text(prompt_b, role_labels=True)
+        output_a, output_b = _as_text(completion_a, role_labels=False), _as_text(completion_b, role_labels=False)
+        if self.conditional_prompt_template is not None and instruction_a == instruction_b:
+            return self.conditional_prompt_template.format(
+                instruction=instruction_a, output_1=output_a, output_2=output_b
+            )
+        return self.prompt_template.format(
+            instruction_1=instruction_a, output_1=output_a, instruction_2=instruction_b, output_2=output_b
+        )
+
+    def __call__(self, first: Pair, second: Pair) -> int:
+        """Ask the chat model which pair is better: 0 for `first`, 1 for `second`."""
+        return parse_judgement(self.complete(self.build_prompt(first, second)))
+
+    def judge_batch(self, firsts: Sequence[Pair], seconds: Sequence[Pair]) -> list[int]:
+        """Judge many comparisons, `num_workers` requests at a time; results are in input order."""
+        firsts, seconds = list(firsts), list(seconds)
+        if len(firsts) != len(seconds):
+            raise ValueError(f"got {len(firsts)} first pairs but {len(seconds)} second pairs; they must match")
+        if self.num_workers == 1 or len(firsts) <= 1:
+            return [self(first, second) for first, second in zip(firsts, seconds)]
+        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
+            return list(pool.map(self, firsts, seconds))
+
+    def complete(self, content: str) -> str:
+        """Send one user message to the endpoint (with retries) and return the reply's text."""
+        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}]}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        body.update(self.extra_body)
+        data = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "trl-ranking"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+
+        for attempt in range(self.max_retries + 1):
+            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            retry_after: float | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    raw = response.read().decode("utf-8", errors="replace")
+                return self._extract_content(raw)
+            except urllib.error.HTTPError as error:
+                detail = error.read().decode("utf-8", errors="replace")[:500] if error.fp is not None else ""
+                failure = f"HTTP {error.code} from {self.url}: {detail or error.reason}"
+                if error.code not in _RETRYABLE_STATUS:
+                    raise JudgeRequestError(failure) from error
+                retry_after = _parse_retry_after(error.headers.get("Retry-After") if error.headers else None)
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                reason = getattr(error, "reason", error)
+                failure = f"could not reach {self.url}: {reason}"
+            if attempt == self.max_retries:
+                raise JudgeRequestError(f"{failure} (gave up after {self.max_retries + 1} attempts)")
+            delay = min(self.max_backoff, retry_after if retry_after is not None else self.backoff * 2**attempt)
+            logger.warning(
+                "judge request failed (%s); retry %d/%d in %.2fs", failure, attempt + 1, self.max_retries, delay
+            )
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _extract_content(self, raw: str) -> str:
+        try:
+            payload = json.loads(raw)
+            content = payload["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise JudgeRequestError(
+                f"{self.url} returned a response without choices[0].message.content: {raw[:500]!r}"
+            ) from error
+        if not isinstance(content, str):
+            raise JudgeRequestError(f"{self.url} returned a non-text message content: {content!r}")
+        return content
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatJudge(url={self.url!r}, model={self.model!r}, max_retries={self.max_retries})"
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

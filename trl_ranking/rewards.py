@@ -1,0 +1,269 @@
+"""Score (prompt, completion) pairs with a sequence-classification reward model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, Any]]
+PromptLike = str | Messages
+
+
+def _is_conversational(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(turn, dict) and "role" in turn for turn in value)
+
+
+class RewardModelScorer:
+    """Wrap an `AutoModelForSequenceClassification` reward model (`num_labels=1`) as a batched scorer callable.
+
+    `scorer(prompts, completions)` returns one float per (prompt, completion) pair: the model's scalar logit at the
+    last token of the pair. Inputs are either both standard text (`str`) or conversational (a prompt as a list of
+    `{"role", "content"}` messages and a completion as a list of assistant messages, or a plain string taken as one
+    assistant message); conversational pairs go through the tokenizer's chat template.
+
+    How a pair becomes tokens:
+
+    - The prompt and the completion are tokenized separately (as TRL's `DPOTrainer` does) and concatenated, so the
+      boundary between them is exact. Standard text gets the tokenizer's special tokens on the prompt side (e.g. a
+      BOS token); conversational text already carries them through the template.
+    - Truncation keeps the completion: when the pair is longer than `max_length`, the prompt is left-truncated (its
+      oldest tokens are dropped, keeping a leading BOS token if there is one) so the completion survives whole. A
+      completion longer than `max_length` on its own is right-truncated to `max_length` tokens and the prompt is
+      dropped; a warning is logged the first time.
+    - Pairs are right-padded with the pad token and sorted by length inside the scorer; the model pools the
+      rightmost non-pad token (as `transformers` sequence classifiers do), so padding does not change a score:
+      batched scores equal one-by-one scores.
+
+    The model is put in eval mode, run under `torch.no_grad()`, and inputs are moved to the model's device (or to
+    `device`, where the model is moved first). A tokenizer without a pad token gets `pad_token = eos_token`, and the
+    model's `config.pad_token_id` is set from the tokenizer when missing.
+
+    Args:
+        model (`str` or `PreTrainedModel`):
+            The reward model, or a path/name loaded with `AutoModelForSequenceClassification.from_pretrained`.
+        tokenizer (`PreTrainedTokenizerBase` or `str`, *optional*):
+            The tokenizer, or a path to load; defaults to the model path when `model` is a string.
+        batch_size (`int`, defaults to `8`):
+            Number of pairs per forward pass.
+        max_length (`int` or `None`, defaults to `1024`):
+            Maximum number of tokens of a (prompt, completion) pair; `None` disables truncation.
+        device (`str` or `torch.device`, *optional*):
+            Device to move the model to; by default the model stays where it is.
+        model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for `from_pretrained` when `model` is a string (e.g. `{"dtype": torch.bfloat16}`).
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoTokenizer
+    >>> from trl_ranking.rewards import RewardModelScorer
+
+    >>> scorer = RewardModelScorer("path/to/reward-model", batch_size=16, max_length=512)
+    >>> scorer(["What is 2+2?", "What is 2+2?"], [" 4", " 5"])
+    [1.73, -0.42]
+    >>> chat = [{"role": "user", "content": "What is 2+2?"}]
+    >>> scorer([chat], [[{"role": "assistant", "content": "4"}]])
+    [1.81]
+    ```
+
+    Because extra keyword arguments are ignored, the scorer can also be passed as a reward function to TRL trainers
+    that call `reward_func(prompts=..., completions=..., **columns)`.
+    """
+
+    def __init__(
+        self,
+        model: str | Any,
+        tokenizer: Any | None = None,
+        batch_size: int = 8,
+        max_length: int | None = 1024,
+        device: str | torch.device | None = None,
+        model_init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
+
+        if isinstance(model, str):
+            model_path = model
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, **(model_init_kwargs or {}))
+            if tokenizer is None:
+                tokenizer = model_path
+        elif model_init_kwargs:
+            raise ValueError("model_init_kwargs is only used when `model` is a path; the model is already built")
+        if tokenizer is None:
+            raise ValueError("a tokenizer is required when `model` is a model instance rather than a path")
+        if isinstance(tokenizer, str):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+
+        num_labels = getattr(model.config, "num_labels", None)
+        if num_labels != 1:
+            raise ValueError(
+                f"the reward model must have a single output (config.num_labels == 1), got num_labels={num_labels}"
+            )
+
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with; set one")
+            tokenizer.pad_token = tokenizer.eos_token
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        if text_config.pad_token_id is None:
+            text_config.pad_token_id = tokenizer.pad_token_id
+            if text_config is not model.config:
+                model.config.pad_token_id = tokenizer.pad_token_id
+
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.pad_token_id = text_config.pad_token_id
+        self._warned_long_completion = False
+        # Reward functions in TRL trainers are logged under their `__name__`
+        self.__name__ = "reward_model_scorer"
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model (and so every batch) is on."""
+        try:
+            return next(self.model.parameters()).device
+        except StopIteration:  # pragma: no cover - a model without parameters
+            return torch.device("cpu")
+
+    def _render(self, prompt: PromptLike, completion: PromptLike, index: int) -> tuple[str, str, bool]:
+        """Return (prompt_text, completion_text, conversational) for one pair."""
+        if isinstance(prompt, str):
+            if not isinstance(completion, str):
+                raise ValueError(
+                    f"pair {index}: field 'completion' is {type(completion).__name__} but the prompt is a string; "
+                    "use a string completion with a string prompt, or messages for both"
+                )
+            return prompt, completion, False
+        if not _is_conversational(prompt):
+            raise ValueError(
+                f"pair {index}: field 'prompt' must be a string or a list of {{'role', 'content'}} messages, "
+                f"got {type(prompt).__name__}"
+            )
+        if isinstance(completion, str):
+            completion = [{"role": "assistant", "content": completion}]
+        elif not _is_conversational(completion):
+            raise ValueError(
+                f"pair {index}: field 'completion' must be a string or a list of {{'role', 'content'}} messages, "
+                f"got {type(completion).__name__}"
+            )
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"pair {index}: conversational input needs a tokenizer with a chat template, and this one has none"
+            )
+        prompt, completion = list(prompt), list(completion)
+        prompt_text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full_text = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if not full_text.startswith(prompt_text):
+            # Templates that render the generation prompt differently from a finished turn: fall back to the
+            # template without the generation prompt as the boundary.
+            prompt_text = self.tokenizer.apply_chat_template(prompt, tokenize=False)
+            if not full_text.startswith(prompt_text):
+                raise ValueError(
+                    f"pair {index}: the chat template renders the prompt differently alone and followed by the "
+                    "completion, so the two cannot be separated for truncation"
+                )
+        return prompt_text, full_text[len(prompt_text) :], True
+
+    def _encode(self, prompt: PromptLike, completion: PromptLike, index: int) -> list[int]:
+        prompt_text, completion_text, conversational = self._render(prompt, completion, index)
+        prompt_ids = self.tokenizer(prompt_text, add_special_tokens=not conversational)["input_ids"]
+        completion_ids = self.tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+        if not prompt_ids and not completion_ids:
+            raise ValueError(f"pair {index}: the prompt and the completion are both empty; there is nothing to score")
+        max_length = self.max_length
+        if max_length is None or len(prompt_ids) + len(completion_ids) <= max_length:
+            return list(prompt_ids) + list(completion_ids)
+        if len(completion_ids) >= max_length:
+            if not self._warned_long_completion:
+                logger.warning(
+                    "pair %d: the completion alone has %d tokens, more than max_length=%d; it is right-truncated "
+                    "and scored without its prompt (further cases are not logged)",
+                    index,
+                    len(completion_ids),
+                    max_length,
+                )
+                self._warned_long_completion = True
+            return list(completion_ids[:max_length])
+        budget = max_length - len(completion_ids)
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and prompt_ids and prompt_ids[0] == bos and budget >= 2:
+            kept = [bos] + list(prompt_ids[len(prompt_ids) - budget + 1 :])
+        else:
+            kept = list(prompt_ids[len(prompt_ids) - budget :])
+        return kept + list(completion_ids)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[PromptLike], completions: Sequence[PromptLike], **kwargs: Any) -> list[float]:
+        """Score each (prompt, completion) pair; extra keyword arguments are ignored.
+
+        Args:
+            prompts (`list[str]` or `list[list[dict]]`): The prompts.
+            completions (`list[str]` or `list[list[dict]]`): The completions, one per prompt.
+
+        Returns:
+            `list[float]`: One reward per pair, in input order.
+        """
+        if isinstance(prompts, str) or isinstance(completions, str):
+            raise ValueError("prompts and completions must be lists (of strings or of message lists), not a string")
+        prompts, completions = list(prompts), list(completions)
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; they must match")
+        encoded = [
+            self._encode(prompt, completion, i) for i, (prompt, completion) in enumerate(zip(prompts, completions))
+        ]
+        # Longest first: similar lengths share a batch (less padding), and a memory error shows on the first batch
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        scores: list[float] = [0.0] * len(encoded)
+        was_training = self.model.training
+        self.model.eval()
+        device = self.device
+        try:
+            for start in range(0, len(order), self.batch_size):
+                batch_indices = order[start : start + self.batch_size]
+                width = max(len(encoded[i]) for i in batch_indices)
+                input_ids = torch.full((len(batch_indices), width), self.pad_token_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(batch_indices), width), dtype=torch.long)
+                for row, i in enumerate(batch_indices):
+                    ids = encoded[i]
+                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                    attention_mask[row, : len(ids)] = 1
+                output = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
+                values = output.logits[:, 0].float().cpu().tolist()
+                for i, value in zip(batch_indices, values):
+                    scores[i] = value
+        finally:
+            if was_training:
+                self.model.train()
+        return scores
+
+    def score(self, prompt: PromptLike, completion: PromptLike) -> float:
+        """Score one (prompt, completion) pair.
+
+        Example:
+
+        ```python
+        >>> scorer.score("What is 2+2?", " 4")
+        1.73
+        ```
+        """
+        return self([prompt], [completion])[0]
+
+    def __repr__(self) -> str:
+        name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+        return f"RewardModelScorer(model={name!r}, batch_size={self.batch_size}, max_length={self.max_length})"
