@@ -95,7 +95,9 @@ def pro_ranking_loss(
     logits = scores.unsqueeze(1) * weights
     logits = logits.masked_fill(~in_stage, float("-inf"))
     # log(eps + sum exp(x)) == logaddexp(logsumexp(x), log(eps)), computed stably
-    log_denominator = torch.logaddexp(torch.logsumexp(logits, dim=2), torch.tensor(math.log(eps), dtype=compute_dtype))
+    log_denominator = torch.logsumexp(logits, dim=2)
+    if eps > 0:
+        log_denominator = torch.logaddexp(log_denominator, torch.tensor(math.log(eps), dtype=compute_dtype))
     positive_logit = scores[:, : n_max - 1] * torch.diagonal(weights, dim1=1, dim2=2)
     stage_mask = stages.unsqueeze(0) < (num_candidates.unsqueeze(1) - 1)
     if first_stage_only:
