@@ -71,9 +71,9 @@ def test_prompt_filling_max_length(tmp_path, tiny_model_path, tokenizer):
 
 def test_dpo_loss_options_are_rejected():
     with pytest.raises(ValueError, match="loss_type.*no meaning for PRO"):
-        PROConfig(output_dir="x", loss_type="ipo", report_to="none")
+        PROConfig(output_dir="x", bf16=False, loss_type="ipo", report_to="none")
     with pytest.raises(ValueError, match="precompute_ref_log_probs=True` needs `reference_normalized=True"):
-        PROConfig(output_dir="x", precompute_ref_log_probs=True, report_to="none")
+        PROConfig(output_dir="x", bf16=False, precompute_ref_log_probs=True, report_to="none")
 
 
 def test_ref_model_without_reference_normalized(tmp_path, tiny_model_path, tokenizer):
@@ -83,7 +83,7 @@ def test_ref_model_without_reference_normalized(tmp_path, tiny_model_path, token
         PROTrainer(
             model=tiny_model_path,
             ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_path),
-            args=PROConfig(output_dir=str(tmp_path), report_to="none"),
+            args=PROConfig(output_dir=str(tmp_path), report_to="none", bf16=False),
             train_dataset=Dataset.from_list([GOOD]),
             processing_class=tokenizer,
         )
