@@ -388,43 +388,55 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
             )
         fingerprint = [Hasher.hash((dataset._fingerprint, self._precompute_model_hash, "pro-ref-logps"))]
         broadcast_object_list(fingerprint, from_process=0)
-        cache_file = dataset._get_cache_file_path(fingerprint[0])
-        if not os.path.exists(cache_file):
-            columns = [c for c in dataset.column_names if c in ("prompt_ids", "completion_ids", "rewards")]
-            loader = self.accelerator.prepare(
-                DataLoader(
-                    dataset.select_columns(columns),
-                    batch_size=batch_size,
-                    collate_fn=self.data_collator,
-                    num_workers=self.args.dataloader_num_workers,
-                    shuffle=False,
-                )
-            )
-            model = self.ref_model or self.model
-            if self.ref_model is None and self.is_deepspeed_enabled:
-                from trl.models import prepare_deepspeed
+        # A dataset backed by cache files caches the values next to them (shared by the processes and by later runs).
+        # An in-memory dataset has a per-process temporary cache dir, so its values are added in memory instead:
+        # every process holds the gathered values anyway.
+        cache_file = dataset._get_cache_file_path(fingerprint[0]) if dataset.cache_files else None
+        if cache_file is not None and os.path.exists(cache_file):
+            return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
 
-                if self._precompute_engine is None:
-                    self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
-                model = self._precompute_engine
-            values: list[list[float]] = []
-            for batch in tqdm(
-                loader,
-                desc=f"Computing reference log probs for {name} dataset",
-                disable=bool(os.environ.get("TQDM_DISABLE", "")),
-            ):
-                ref = self.compute_ref_log_probs(model, batch)
-                counts = batch["num_candidates"]
-                # Processes may hold rankings of different sizes: pad before gathering
-                ref = self.accelerator.pad_across_processes(ref, dim=1)
-                ref, counts = self.accelerator.gather_for_metrics((ref, counts))
-                values.extend(row[:count].tolist() for row, count in zip(ref.cpu(), counts.cpu().tolist()))
-            if self.accelerator.is_main_process:
-                Dataset.from_dict({"ref_logps": values}).map(
-                    new_fingerprint=fingerprint[0], cache_file_name=cache_file, desc="Caching reference log probs"
-                )
-            self.accelerator.wait_for_everyone()
+        values = self._compute_ref_logps_for(dataset, name, batch_size)
+        if cache_file is None:
+            return dataset.add_column("ref_logps", values, new_fingerprint=fingerprint[0])
+        if self.accelerator.is_main_process:
+            Dataset.from_dict({"ref_logps": values}).map(
+                new_fingerprint=fingerprint[0], cache_file_name=cache_file, desc="Caching reference log probs"
+            )
+        self.accelerator.wait_for_everyone()
         return concatenate_datasets([dataset, Dataset.from_file(cache_file)], axis=1)
+
+    def _compute_ref_logps_for(self, dataset: Dataset, name: str, batch_size: int) -> list[list[float]]:
+        """Reference scores of every candidate of `dataset`, in dataset order, gathered from all processes."""
+        columns = [c for c in dataset.column_names if c in ("prompt_ids", "completion_ids", "rewards")]
+        loader = self.accelerator.prepare(
+            DataLoader(
+                dataset.select_columns(columns),
+                batch_size=batch_size,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                shuffle=False,
+            )
+        )
+        model = self.ref_model or self.model
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            if self._precompute_engine is None:
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            model = self._precompute_engine
+        values: list[list[float]] = []
+        for batch in tqdm(
+            loader,
+            desc=f"Computing reference log probs for {name} dataset",
+            disable=bool(os.environ.get("TQDM_DISABLE", "")),
+        ):
+            ref = self.compute_ref_log_probs(model, batch)
+            counts = batch["num_candidates"]
+            # Processes may hold rankings of different sizes: pad before gathering
+            ref = self.accelerator.pad_across_processes(ref, dim=1)
+            ref, counts = self.accelerator.gather_for_metrics((ref, counts))
+            values.extend(row[:count].tolist() for row, count in zip(ref.cpu(), counts.cpu().tolist()))
+        return values
 
     # ------------------------------------------------------------------------------------------------------------------
     # Loss. Replaces `DPOTrainer._compute_loss` (pairwise losses) with PRO's ranking loss and ranking metrics.
