@@ -9,6 +9,8 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
+from .packing import PackedGroup, build_packed_layout
+
 
 @dataclass
 class DataCollatorForRanking(DataCollatorMixin):
@@ -24,6 +26,13 @@ class DataCollatorForRanking(DataCollatorMixin):
     - `"rewards"`, `"ref_logps"`: `[batch, max(n)]`, padded with 0, when every example has them.
 
     Rows are truncated to `max_length` (keeping the start) before padding.
+
+    With `prefix_sharing=True` each example becomes one row holding its prompt once and every candidate after it, and
+    with `padding_free=True` the whole batch becomes one row with no padding (both together: one row, each prompt
+    once). The batch is then a packed layout ([`~trl_ranking.packing.build_packed_layout`]: `input_ids`,
+    `attention_mask` (2D, padding only), `position_ids`, `document_ids`, `branch_ids`, `shift_labels`,
+    `score_sequence`, `score_position`, `num_sequences`) with the same `num_candidates`, `rewards` and `ref_logps`,
+    and the same tokens scored for each candidate, candidates numbered as the padded rows.
 
     Examples:
     ```python
@@ -55,9 +64,13 @@ class DataCollatorForRanking(DataCollatorMixin):
     pad_token_id: int
     max_length: int | None = None
     pad_to_multiple_of: int | None = None
+    prefix_sharing: bool = False
+    padding_free: bool = False
     return_tensors: str = "pt"
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.prefix_sharing or self.padding_free:
+            return self._packed_call(examples)
         input_ids, completion_mask = [], []
         for example in examples:
             prompt = list(example["prompt_ids"])
@@ -78,4 +91,143 @@ class DataCollatorForRanking(DataCollatorMixin):
         for key in ("rewards", "ref_logps"):
             if all(example.get(key) is not None for example in examples):
                 output[key] = pad([torch.tensor(example[key], dtype=torch.float32) for example in examples], 0.0)
+        return output
+
+    def _packed_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        groups = []
+        for example in examples:
+            prompt = list(example["prompt_ids"])
+            sequences, scored = [], []
+            for completion in example["completion_ids"]:
+                ids = prompt + list(completion)
+                mask = [0] * len(prompt) + [1] * len(completion)
+                if self.max_length is not None:
+                    ids, mask = ids[: self.max_length], mask[: self.max_length]
+                sequences.append(ids)
+                scored.append(mask)
+            groups.append(PackedGroup(sequences, scored, prefix_length=len(prompt)))
+        output = build_packed_layout(
+            groups,
+            share_prefix=self.prefix_sharing,
+            padding_free=self.padding_free,
+            pad_token_id=self.pad_token_id,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+        output["num_candidates"] = torch.tensor([len(example["completion_ids"]) for example in examples])
+        for key in ("rewards", "ref_logps"):
+            if all(example.get(key) is not None for example in examples):
+                output[key] = pad([torch.tensor(example[key], dtype=torch.float32) for example in examples], 0.0)
+        return output
+
+
+@dataclass
+class DataCollatorForJointPreference(DataCollatorMixin):
+    """
+    Data collator for joint preferences: a chosen `(instruction, response)` pair against a rejected one, the two
+    instructions free to differ (DOVE).
+
+    Each example holds `"chosen_prompt_ids"`, `"chosen_ids"`, `"rejected_prompt_ids"` and `"rejected_ids"` (lists of
+    ints; a shared `"prompt_ids"` stands for both prompts, so DPO's tokenized rows collate too), and optionally
+    `"ref_chosen_logps"` and `"ref_rejected_logps"`. The output has exactly the keys of
+    [`~trl.trainer.dpo_trainer.DataCollatorForPreference`], so `DPOTrainer`'s loss and reference code run on it
+    unchanged:
+
+    - `"input_ids"`, `"attention_mask"`: `[2 * batch, seq]`, the rows `[chosen prompt][chosen]` of every example, then
+      the rows `[rejected prompt][rejected]`, right-padded.
+    - `"completion_mask"`: `[2 * batch, seq]`, the tokens whose log-probabilities are summed. With `joint=True` (DOVE)
+      every token of the row but the first (which has no prediction) and the padding: `log p(I, R)`. With
+      `joint=False` the response tokens only, as `DataCollatorForPreference`: `log p(R | I)`.
+    - `"ref_chosen_logps"`, `"ref_rejected_logps"`: `[batch]`, when the examples have them.
+
+    With `return_instruction_info=True` two more keys feed the DOVE metrics (the trainer removes them before the
+    model sees the batch): `"prompt_mask"` (`[2 * batch, seq]`, the instruction tokens but the first of the row) and
+    `"different_instruction"` (`[batch]`, whether the two tokenized instructions differ).
+
+    Rows are truncated to `max_length` before padding, keeping the start (`truncation_mode="keep_start"`) or the end.
+
+    Examples:
+    ```python
+    >>> from trl_ranking import DataCollatorForJointPreference
+
+    >>> collator = DataCollatorForJointPreference(pad_token_id=0)
+    >>> examples = [
+    ...     {"chosen_prompt_ids": [1, 2], "chosen_ids": [3], "rejected_prompt_ids": [4, 5, 6], "rejected_ids": [7, 8]},
+    ...     {"prompt_ids": [9], "chosen_ids": [10, 11], "rejected_ids": [12]},
+    ... ]
+    >>> batch = collator(examples)
+    >>> batch["input_ids"]
+    tensor([[ 1,  2,  3,  0,  0],
+            [ 9, 10, 11,  0,  0],
+            [ 4,  5,  6,  7,  8],
+            [ 9, 12,  0,  0,  0]])
+    >>> batch["completion_mask"]
+    tensor([[0, 1, 1, 0, 0],
+            [0, 1, 1, 0, 0],
+            [0, 1, 1, 1, 1],
+            [0, 1, 0, 0, 0]])
+    >>> DataCollatorForJointPreference(pad_token_id=0, joint=False)(examples)["completion_mask"]
+    tensor([[0, 0, 1, 0, 0],
+            [0, 1, 1, 0, 0],
+            [0, 0, 0, 1, 1],
+            [0, 1, 0, 0, 0]])
+
+    ```
+    """
+
+    pad_token_id: int
+    joint: bool = True
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    pad_to_multiple_of: int | None = None
+    return_instruction_info: bool = False
+    return_tensors: str = "pt"
+
+    def _side(self, example: dict[str, Any], side: str) -> tuple[list[int], list[int]]:
+        prompt = example.get(f"{side}_prompt_ids")
+        if prompt is None:
+            prompt = example["prompt_ids"]
+        return list(prompt), list(example[f"{side}_ids"])
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.truncation_mode == "keep_start":
+            window = slice(None, self.max_length)
+        elif self.truncation_mode == "keep_end":
+            window = slice(-self.max_length, None) if self.max_length is not None else slice(None)
+        else:
+            raise ValueError(
+                f"Unsupported truncation mode: {self.truncation_mode}, expected 'keep_start' or 'keep_end'."
+            )
+        input_ids, completion_mask, prompt_mask = [], [], []
+        for side in ("chosen", "rejected"):
+            for example in examples:
+                prompt, response = self._side(example, side)
+                ids = prompt + response
+                if self.joint:
+                    scored = [1] * len(ids)
+                else:
+                    scored = [0] * len(prompt) + [1] * len(response)
+                instruction = [1] * len(prompt) + [0] * len(response)
+                ids, scored, instruction = ids[window], scored[window], instruction[window]
+                # The first token of a row has no prediction: it is never part of log p(I, R) nor of log p(I)
+                if self.joint and scored:
+                    scored[0] = 0
+                if instruction:
+                    instruction[0] = 0
+                input_ids.append(torch.tensor(ids, dtype=torch.long))
+                completion_mask.append(torch.tensor(scored, dtype=torch.long))
+                prompt_mask.append(torch.tensor(instruction, dtype=torch.long))
+        attention_mask = [torch.ones_like(ids) for ids in input_ids]
+        output = {
+            "input_ids": pad(input_ids, self.pad_token_id, "right", self.pad_to_multiple_of),
+            "attention_mask": pad(attention_mask, 0, "right", self.pad_to_multiple_of),
+            "completion_mask": pad(completion_mask, 0, "right", self.pad_to_multiple_of),
+        }
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            if key in examples[0]:
+                output[key] = torch.tensor([example[key] for example in examples])
+        if self.return_instruction_info:
+            output["prompt_mask"] = pad(prompt_mask, 0, "right", self.pad_to_multiple_of)
+            output["different_instruction"] = torch.tensor(
+                [self._side(example, "chosen")[0] != self._side(example, "rejected")[0] for example in examples]
+            )
         return output

@@ -1,0 +1,5 @@
+from .config import DOVEConfig
+from .trainer import DOVETrainer
+
+
+__all__ = ["DOVEConfig", "DOVETrainer"]

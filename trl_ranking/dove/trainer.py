@@ -1,0 +1,417 @@
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import (
+    AutoProcessor,
+    BitsAndBytesConfig,
+    DataCollator,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    TrainerCallback,
+)
+from transformers.trainer_utils import EvalPrediction
+from trl import DPOTrainer
+from trl.data_utils import extract_prompt
+from trl.trainer.utils import get_config_model_id, global_then_local_main_first
+
+from ..collators import DataCollatorForJointPreference
+from ..tokenization import chat_template_kwargs_of, is_conversational_value, tokenize_prompt_completions
+from ..trainer_utils import EvalPrefixLoggingMixin
+from .config import DOVEConfig
+
+
+logger = logging.getLogger(__name__)
+
+# Columns the prepared dataset keeps for the collator (`Trainer` drops the others when `remove_unused_columns`).
+# `prompt_ids` is there for datasets already tokenized the DPO way (one shared prompt).
+_PREPARED_COLUMNS = [
+    "chosen_prompt_ids",
+    "chosen_ids",
+    "rejected_prompt_ids",
+    "rejected_ids",
+    "prompt_ids",
+    "ref_chosen_logps",
+    "ref_rejected_logps",
+]
+# Keys `DataCollatorForJointPreference(return_instruction_info=True)` adds for the DOVE metrics. `DPOTrainer` passes
+# every batch key it does not know to the model, so they are removed before its loss and reference code run.
+_INSTRUCTION_INFO_KEYS = ("prompt_mask", "different_instruction")
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or all(not str(message.get("content") or "").strip() for message in value)
+    return value is None
+
+
+class JointPair(NamedTuple):
+    """One validated row: each side's instruction and response, and the fields the instructions came from."""
+
+    chosen_prompt: Any
+    chosen: Any
+    rejected_prompt: Any
+    rejected: Any
+    chosen_prompt_field: str
+    rejected_prompt_field: str
+
+
+def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
+    """Read one row as a `JointPair`, validating it.
+
+    Accepts joint rows (`chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`), conditional rows with one shared
+    `prompt`, and DPO rows with an implicit prompt (extracted as `DPOTrainer` does, with `trl.extract_prompt`). A
+    dataset mixing joint and conditional rows holds `None` in the columns a row does not use. When a row has both
+    `chosen_prompt`/`rejected_prompt` and `prompt`, the per-side prompts are used.
+
+    Raises:
+        ValueError: naming the row and the field, for a missing or empty instruction or response, a row with only one
+            of `chosen_prompt`/`rejected_prompt`, or a side mixing conversational and standard text.
+    """
+    where = f"Row {index}"
+    for name in ("chosen", "rejected"):
+        if example.get(name) is None:
+            raise ValueError(
+                f"{where}, field '{name}': missing. A joint preference row needs 'chosen_prompt', 'chosen', "
+                f"'rejected_prompt' and 'rejected' (or one shared 'prompt'). Got columns {sorted(example)}."
+            )
+    chosen, rejected = example["chosen"], example["rejected"]
+    chosen_prompt, rejected_prompt = example.get("chosen_prompt"), example.get("rejected_prompt")
+    if chosen_prompt is not None or rejected_prompt is not None:
+        for name, value in (("chosen_prompt", chosen_prompt), ("rejected_prompt", rejected_prompt)):
+            if value is None:
+                raise ValueError(
+                    f"{where}, field '{name}': missing. A joint row needs both 'chosen_prompt' and 'rejected_prompt' "
+                    "(use one 'prompt' column for a conditional pair)."
+                )
+        prompt_fields = ("chosen_prompt", "rejected_prompt")
+    elif example.get("prompt") is not None:
+        chosen_prompt = rejected_prompt = example["prompt"]
+        prompt_fields = ("prompt", "prompt")
+    else:
+        extracted = extract_prompt({"chosen": chosen, "rejected": rejected})
+        chosen_prompt = rejected_prompt = extracted["prompt"]
+        chosen, rejected = extracted["chosen"], extracted["rejected"]
+        prompt_fields = ("prompt (implicit in 'chosen' and 'rejected')",) * 2
+    sides = (
+        (prompt_fields[0], chosen_prompt, "chosen", chosen),
+        (prompt_fields[1], rejected_prompt, "rejected", rejected),
+    )
+    for prompt_field, prompt, response_field, response in sides:
+        if _is_empty(prompt):
+            raise ValueError(f"{where}, field '{prompt_field}': the instruction is empty.")
+        if _is_empty(response):
+            raise ValueError(f"{where}, field '{response_field}': the response is empty.")
+        if is_conversational_value(prompt) != is_conversational_value(response):
+            raise ValueError(
+                f"{where}, field '{response_field}': the instruction and the response mix conversational and "
+                "standard text."
+            )
+    if is_conversational_value(chosen) != is_conversational_value(rejected):
+        raise ValueError(f"{where}, field 'rejected': the two sides mix conversational and standard text.")
+    return JointPair(chosen_prompt, chosen, rejected_prompt, rejected, *prompt_fields)
+
+
+class _OutputRecorder:
+    """Callable stand-in for the policy model that records the outputs of its first call (the fused forward)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.outputs = None
+
+    def __call__(self, *args, **kwargs):
+        outputs = self.model(*args, **kwargs)
+        if self.outputs is None:
+            self.outputs = outputs
+        return outputs
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
+class DOVETrainer(EvalPrefixLoggingMixin, DPOTrainer):
+    """
+    Trainer for joint preference optimization (DOVE), from the paper [Comparing Bad Apples to Good Oranges: Aligning
+    Large Language Models via Joint Preference Optimization](https://huggingface.co/papers/2404.00530) (Bansal et al.,
+    2024).
+
+    DOVE learns from preferences between two instruction-response pairs `(I_w, R_w) > (I_l, R_l)` whose instructions
+    may differ. Its loss (Eq. 2) is DPO's, computed on joint log-probabilities `log p(I, R)`: the sum over every token
+    of the (templated) instruction and of the response, EOS included, except the first token of the row and padding,
+    for the policy and the reference alike. With equal instructions the instruction terms cancel in the log-ratio
+    difference and DOVE equals DPO (the paper's Appendix D). `DOVEConfig(joint=False)` scores `log p(R | I)` instead.
+
+    This class subclasses [`~trl.DPOTrainer`] and takes the same arguments; only the dataset tokenization and the
+    collator change (the collator marks the instruction tokens as scored), so every DPO `loss_type` working on
+    chosen/rejected log-ratios, the reference model, the PEFT adapter switched off as reference and
+    `precompute_ref_log_probs` work as in DPO. A DPO dataset trains unchanged as conditional pairs.
+
+    Logged metrics are DPO's (there `logps/*` and `rewards/*` are joint: they include the instruction), plus
+    `joint/different_instructions`, the fraction of pairs whose two tokenized instructions differ, and, with
+    `joint=True`, `joint/logps_chosen_instruction` and `joint/logps_rejected_instruction`, the policy's mean `log p(I)`
+    term of each side.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_ranking import DOVEConfig, DOVETrainer
+    >>> from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
+
+    >>> tokenizer = load_bundled_tokenizer()
+    >>> model_path = make_tiny_causal_lm("tiny-model")  # any causal LM id or path works the same way
+    >>> dataset = Dataset.from_list(
+    ...     [
+    ...         # a joint pair: the two instructions differ
+    ...         {"prompt": None, "chosen_prompt": "Name a color.", "chosen": " Blue.",
+    ...          "rejected_prompt": "What is 2+2?", "rejected": " 5."},
+    ...         # a conditional pair: one shared prompt (a DPO row)
+    ...         {"prompt": "The sky is", "chosen_prompt": None, "chosen": " blue.",
+    ...          "rejected_prompt": None, "rejected": " made of cheese."},
+    ...     ]
+    ... )
+    >>> trainer = DOVETrainer(
+    ...     model=model_path,
+    ...     args=DOVEConfig(output_dir="dove-model", max_steps=2, report_to="none"),
+    ...     train_dataset=dataset,
+    ...     processing_class=tokenizer,
+    ... )
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
+            instantiated causal LM.
+        ref_model ([`~transformers.PreTrainedModel`], *optional*):
+            Reference model (the SFT model). If `None`, TRL's default applies: the PEFT adapter switched off (the
+            paper's setting), or a copy of the initial model, or precomputed log-probs.
+        args ([`DOVEConfig`], *optional*):
+            Configuration. If `None`, a default `DOVEConfig` is used.
+        data_collator (`DataCollator`, *optional*):
+            Defaults to [`DataCollatorForJointPreference`] with `joint=args.joint`.
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Joint rows `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`; conditional rows with one shared
+            `prompt` (DPO rows, explicit or implicit prompt); or a mix (`None` in the columns a row does not use).
+            Standard or conversational: conversational rows put each side's own prompt through the chat template.
+        eval_dataset: Same format as `train_dataset`, or a dict of such datasets.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer. If `None`, loaded from the model. `pad_token` defaults to `eos_token`.
+        compute_metrics, callbacks, optimizers: As in [`~trl.DPOTrainer`].
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization used when `model` is a model id or path. Combine with `peft_config` for QLoRA (the paper's
+            recipe: 4-bit base, LoRA r=8, alpha=16, dropout 0.05, beta=0.1).
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            PEFT configuration used to wrap the model.
+    """
+
+    _tag_names = ["trl", "trl-ranking", "dpo", "dove"]
+    _name = "DOVE"
+    _paper = {
+        "title": "Comparing Bad Apples to Good Oranges: Aligning Large Language Models via Joint Preference Optimization",
+        "id": "2404.00530",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @article{bansal2024comparing,
+                title        = {{Comparing Bad Apples to Good Oranges: Aligning Large Language Models via Joint Preference Optimization}},
+                author       = {Hritik Bansal and Ashima Suvarna and Gantavya Bhatt and Nanyun Peng and Kai-Wei Chang and Aditya Grover},
+                year         = 2024,
+                journal      = {arXiv preprint arXiv:2404.00530},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        ref_model: PreTrainedModel | None = None,
+        args: DOVEConfig | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: BitsAndBytesConfig | None = None,
+        peft_config=None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = DOVEConfig(f"{model_name.split('/')[-1]}-DOVE")
+        elif not isinstance(args, DOVEConfig):
+            raise TypeError(
+                f"`args` must be a `DOVEConfig`, got `{type(args).__name__}`. A `DPOConfig`'s training arguments carry "
+                "over: `DOVEConfig(**{k: v for k, v in dpo_args.to_dict().items() if k in DOVEConfig.__dataclass_fields__})`."
+            )
+        if train_dataset is not None:
+            sample = next(iter(train_dataset))
+            if "image" in sample or "images" in sample:
+                raise ValueError(
+                    "DOVETrainer supports text datasets only; this one has an 'image' or 'images' column."
+                )
+
+        # The collator needs the pad token before `DPOTrainer.__init__`, so resolve the tokenizer here (as DPO does)
+        if processing_class is None:
+            model_id = model if isinstance(model, str) else get_config_model_id(model.config)
+            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
+        tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+        if data_collator is None:
+            pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
+            if pad_token not in tokenizer.get_vocab():
+                raise ValueError(
+                    f"The specified `pad_token` ('{pad_token}') is not found in the vocabulary of the given "
+                    f"`processing_class` ({type(processing_class).__name__})."
+                )
+            tokenizer.pad_token = pad_token
+            data_collator = DataCollatorForJointPreference(
+                pad_token_id=tokenizer.pad_token_id,
+                joint=args.joint,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                return_instruction_info=True,
+            )
+        super().__init__(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Data. Replaces `DPOTrainer._prepare_dataset` (one shared prompt, rows whose prompt fills `max_length` silently
+    # dropped) with per-side tokenization of joint rows and errors naming the row and the field.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _prepare_dataset(
+        self,
+        dataset: Dataset | IterableDataset,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin,
+        args: DOVEConfig,
+        dataset_name: str,
+    ) -> Dataset | IterableDataset:
+        first_example = next(iter(dataset))
+        tokenized = "chosen_prompt_ids" in first_example or "prompt_ids" in first_example
+        if tokenized and "chosen_ids" in first_example and "rejected_ids" in first_example:
+            return dataset  # already tokenized (e.g. a dataset passed again to `evaluate`, or DPO's tokenization)
+        if "chosen" not in first_example or "rejected" not in first_example:
+            raise ValueError(
+                f"The {dataset_name} dataset is missing columns: a joint preference dataset needs 'chosen_prompt', "
+                "'chosen', 'rejected_prompt' and 'rejected' (or one shared 'prompt', or a prompt implicit in 'chosen' "
+                f"and 'rejected'). Got columns {sorted(first_example)}."
+            )
+        eos_token = self._tokenizer.eos_token
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        check_length = max_length is not None and args.truncation_mode == "keep_start"
+
+        def tokenize_row(example: dict[str, Any], index: int, scoring: dict[str, Any]) -> dict[str, Any]:
+            pair = to_joint_pair(example, index)
+            chosen_prompt, chosen, rejected_prompt, rejected = pair[:4]
+            template_kwargs = chat_template_kwargs_of(example)
+            # One shared prompt: tokenized once for both sides, exactly as `DPOTrainer` does (same prompt cut)
+            if chosen_prompt == rejected_prompt:
+                prompt_ids, (chosen_ids, rejected_ids) = tokenize_prompt_completions(
+                    processing_class, chosen_prompt, [chosen, rejected], eos_token=eos_token, **template_kwargs
+                )
+                chosen_prompt_ids = rejected_prompt_ids = prompt_ids
+            else:
+                chosen_prompt_ids, (chosen_ids,) = tokenize_prompt_completions(
+                    processing_class, chosen_prompt, [chosen], eos_token=eos_token, **template_kwargs
+                )
+                rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
+                    processing_class, rejected_prompt, [rejected], eos_token=eos_token, **template_kwargs
+                )
+            output: dict[str, Any] = {"prompt_truncated": 0}
+            for side, prompt_field, prompt_ids, response_ids in (
+                ("chosen", pair.chosen_prompt_field, chosen_prompt_ids, chosen_ids),
+                ("rejected", pair.rejected_prompt_field, rejected_prompt_ids, rejected_ids),
+            ):
+                if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
+                    prompt_ids = prompt_ids[-max_prompt_length:]
+                    output["prompt_truncated"] += 1
+                if not response_ids:
+                    raise ValueError(f"Row {index}, field '{side}': the response has no token.")
+                if check_length and len(prompt_ids) >= max_length:
+                    raise ValueError(
+                        f"Row {index}, field '{prompt_field}': the instruction has {len(prompt_ids)} tokens, which "
+                        f"leaves no response token under `max_length={max_length}`. Raise `max_length`, set "
+                        "`max_prompt_length` to left-truncate long instructions, or remove the row."
+                    )
+                output[f"{side}_prompt_ids"] = prompt_ids
+                output[f"{side}_ids"] = response_ids
+            return output
+
+        # The reference log-probs that `_precompute_ref_logps` caches are keyed on the dataset fingerprint, and the
+        # scored tokens depend on these options: passing them to `map` folds them into the fingerprint, so that a
+        # joint and a conditional run never share a cache.
+        scoring = {"joint": args.joint, "max_length": max_length, "truncation_mode": args.truncation_mode}
+        map_kwargs: dict[str, Any] = {"with_indices": True, "fn_kwargs": {"scoring": scoring}}
+        if isinstance(dataset, Dataset):
+            map_kwargs.update(num_proc=args.dataset_num_proc, desc=f"Tokenizing {dataset_name} joint pairs")
+        with global_then_local_main_first():
+            dataset = dataset.map(tokenize_row, **map_kwargs)
+        if isinstance(dataset, Dataset):
+            num_truncated = sum(dataset["prompt_truncated"])
+            if num_truncated:
+                logger.warning(
+                    "%d instructions of the %s dataset (%d pairs) were left-truncated to `max_prompt_length=%d` tokens.",
+                    num_truncated,
+                    dataset_name,
+                    len(dataset),
+                    max_prompt_length,
+                )
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        # Replaces DPO's `prompt_ids`/`chosen_ids`/`rejected_ids` with the per-side prompt columns
+        if self._signature_columns is None:
+            self._signature_columns = list(_PREPARED_COLUMNS)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Reference and loss: DPO's, unchanged. The overrides only take the DOVE metric keys out of the batch (DPO passes
+    # every key it does not know to the model) and log the DOVE metrics from the policy forward DPO already runs.
+    # ------------------------------------------------------------------------------------------------------------------
+    def compute_ref_log_probs(self, model, inputs):
+        # Replaces nothing of DPO's computation: removes the metric keys that DPO would forward to the model
+        inputs = {key: value for key, value in inputs.items() if key not in _INSTRUCTION_INFO_KEYS}
+        return super().compute_ref_log_probs(model, inputs)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        # DPO's `_compute_loss` on the collated joint batch, plus the DOVE metrics. The policy outputs are captured
+        # by a callable stand-in for `model` (DPO calls it once for the policy; the reference forward goes through
+        # `self.model`/`self.ref_model`), so the metrics need no second forward.
+        inputs = dict(inputs)
+        prompt_mask = inputs.pop("prompt_mask", None)
+        different_instruction = inputs.pop("different_instruction", None)
+        recorder = _OutputRecorder(model)
+        result = super()._compute_loss(recorder, inputs, return_outputs)
+
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        if different_instruction is not None:
+            different = self.accelerator.gather_for_metrics(different_instruction.float())
+            metrics["joint/different_instructions"].append(different.mean().item())
+        if prompt_mask is not None and self.args.joint and recorder.outputs is not None:
+            # With `joint=True` the instruction tokens are labelled, so their log-probabilities are in the outputs
+            shift_prompt_mask = prompt_mask[:, 1:]
+            per_token = recorder.outputs.log_probs[:, -shift_prompt_mask.size(1) :].detach()
+            instruction_logps = (per_token * shift_prompt_mask).sum(dim=1)
+            chosen, rejected = self.accelerator.gather_for_metrics(instruction_logps.chunk(2, dim=0))
+            metrics["joint/logps_chosen_instruction"].append(chosen.mean().item())
+            metrics["joint/logps_rejected_instruction"].append(rejected.mean().item())
+        return result
