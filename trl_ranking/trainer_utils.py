@@ -23,3 +23,39 @@ class EvalPrefixLoggingMixin:
         logs.update(metrics)
         super(DPOTrainer, self).log(logs, start_time)  # skip DPOTrainer.log, which would add `eval_*` copies
         self._metrics[mode].clear()
+
+
+def reference_batches(trainer, dataset, batch_size: int, name: str):
+    """Yield `(model, batch)` for a reference pass over `dataset`, as `DPOTrainer._precompute_ref_logps` runs it.
+
+    The dataset is sharded across processes by accelerate (callers gather the results with `gather_for_metrics`,
+    which restores dataset order), the model is the explicit reference or else the policy (whose PEFT adapter the
+    caller switches off), and under DeepSpeed one inference engine is built and reused, as TRL does.
+    """
+    import os
+
+    from accelerate.utils import tqdm
+    from torch.utils.data import DataLoader
+
+    loader = trainer.accelerator.prepare(
+        DataLoader(
+            dataset,
+            batch_size=batch_size,
+            collate_fn=trainer.data_collator,
+            num_workers=trainer.args.dataloader_num_workers,
+            shuffle=False,
+        )
+    )
+    model = trainer.ref_model or trainer.model
+    if trainer.ref_model is None and trainer.is_deepspeed_enabled:
+        from trl.models import prepare_deepspeed
+
+        if trainer._precompute_engine is None:
+            trainer._precompute_engine = prepare_deepspeed(trainer.model, trainer.accelerator)
+        model = trainer._precompute_engine
+    for batch in tqdm(
+        loader,
+        desc=f"Computing reference log probs for {name} dataset",
+        disable=bool(os.environ.get("TQDM_DISABLE", "")),
+    ):
+        yield model, batch

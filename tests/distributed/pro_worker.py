@@ -118,6 +118,50 @@ def main() -> None:
     result["resumed_losses"] = [log["loss"] for log in resumed.state.log_history if "loss" in log]
     result["mixed_losses"] = [log["loss"] for log in train_logs]
 
+    # Phase 4: DOVE on joint pairs (different instructions), precomputed reference, evaluate
+    from trl_ranking import DOVEConfig, DOVETrainer
+
+    joint = Dataset.from_list(
+        [
+            {
+                "chosen_prompt": pairs[30 + i]["prompt"],
+                "chosen": pairs[30 + i]["chosen"],
+                "rejected_prompt": pairs[60 + i]["prompt"],
+                "rejected": pairs[60 + i]["rejected"],
+            }
+            for i in range(6)
+        ]
+    )
+    dove_args = DOVEConfig(
+        output_dir=os.path.join(output_dir, "dove"),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=96,
+        max_prompt_length=64,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-3,
+        max_steps=2,
+        per_device_train_batch_size=1,
+        per_device_eval_batch_size=1,
+        precompute_ref_log_probs=True,
+        seed=0,
+    )
+    dove = DOVETrainer(
+        model=model_path,
+        args=dove_args,
+        train_dataset=joint,
+        eval_dataset=joint.select(range(4)),
+        processing_class=tokenizer,
+    )
+    result["dove_ref_chosen"] = list(dove.train_dataset["ref_chosen_logps"])
+    dove.train()
+    result["dove_losses"] = [log["loss"] for log in dove.state.log_history if "loss" in log]
+    result["dove_eval"] = {k: v for k, v in dove.evaluate().items() if isinstance(v, float)}
+
     if rank == 0:
         with open(os.path.join(output_dir, "result.json"), "w") as handle:
             json.dump(result, handle)

@@ -78,3 +78,12 @@ def test_resume_from_a_two_process_checkpoint(runs):
     # uninterrupted run
     assert len(double["resumed_losses"]) == 4
     assert double["resumed_losses"] == pytest.approx(double["mixed_losses"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_dove_precomputes_and_trains_on_two_processes(runs):
+    single, double = runs
+    assert double["dove_ref_chosen"] == pytest.approx(single["dove_ref_chosen"], rel=1e-5)
+    assert len(double["dove_losses"]) == 2 and all(math.isfinite(x) for x in double["dove_losses"])
+    assert math.isfinite(double["dove_eval"]["eval_loss"])
+    assert "eval_joint/different_instructions" in double["dove_eval"]

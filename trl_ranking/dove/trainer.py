@@ -23,7 +23,7 @@ from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
 from ..tokenization import chat_template_kwargs_of, is_conversational_value, tokenize_prompt_completions
-from ..trainer_utils import EvalPrefixLoggingMixin
+from ..trainer_utils import EvalPrefixLoggingMixin, reference_batches
 from .config import DOVEConfig
 
 
@@ -386,6 +386,18 @@ class DOVETrainer(EvalPrefixLoggingMixin, DPOTrainer):
     # Reference and loss: DPO's, unchanged. The overrides only take the DOVE metric keys out of the batch (DPO passes
     # every key it does not know to the model) and log the DOVE metrics from the policy forward DPO already runs.
     # ------------------------------------------------------------------------------------------------------------------
+    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+        # DPO shares the precomputed values through a cache file next to the dataset. An in-memory dataset has a
+        # per-process temporary cache dir, so on several processes each process adds the gathered values itself.
+        if isinstance(dataset, IterableDataset) or dataset.cache_files or self.accelerator.num_processes == 1:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        chosen, rejected = [], []
+        for model, batch in reference_batches(self, dataset, batch_size, name):
+            ref_chosen, ref_rejected = self.accelerator.gather_for_metrics(self.compute_ref_log_probs(model, batch))
+            chosen.extend(ref_chosen.cpu().tolist())
+            rejected.extend(ref_rejected.cpu().tolist())
+        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
     def compute_ref_log_probs(self, model, inputs):
         # Replaces nothing of DPO's computation: removes the metric keys that DPO would forward to the model
         inputs = {key: value for key, value in inputs.items() if key not in _INSTRUCTION_INFO_KEYS}
