@@ -22,6 +22,15 @@ def is_conversational_value(value: Any) -> bool:
     return isinstance(value, list) and len(value) > 0 and isinstance(value[0], dict) and "role" in value[0]
 
 
+def is_empty_text(value: Any) -> bool:
+    """Whether a prompt or completion is empty: a blank string, no messages, or only messages with blank content."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or all(not str(message.get("content") or "").strip() for message in value)
+    return value is None
+
+
 def chat_template_kwargs_of(example: dict[str, Any]) -> dict[str, Any]:
     """The `tools` and `chat_template_kwargs` of a row, as `DPOTrainer` forwards them to the chat template."""
     tools = example.get("tools")

@@ -22,7 +22,7 @@ from trl.data_utils import extract_prompt
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
-from ..tokenization import chat_template_kwargs_of, is_conversational_value, tokenize_prompt_completions
+from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
 from ..trainer_utils import EvalPrefixLoggingMixin, reference_batches
 from .config import DOVEConfig
 
@@ -43,14 +43,6 @@ _PREPARED_COLUMNS = [
 # Keys `DataCollatorForJointPreference(return_instruction_info=True)` adds for the DOVE metrics. `DPOTrainer` passes
 # every batch key it does not know to the model, so they are removed before its loss and reference code run.
 _INSTRUCTION_INFO_KEYS = ("prompt_mask", "different_instruction")
-
-
-def _is_empty(value: Any) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, list):
-        return not value or all(not str(message.get("content") or "").strip() for message in value)
-    return value is None
 
 
 class JointPair(NamedTuple):
@@ -106,9 +98,9 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
         (prompt_fields[1], rejected_prompt, "rejected", rejected),
     )
     for prompt_field, prompt, response_field, response in sides:
-        if _is_empty(prompt):
+        if is_empty_text(prompt):
             raise ValueError(f"{where}, field '{prompt_field}': the instruction is empty.")
-        if _is_empty(response):
+        if is_empty_text(response):
             raise ValueError(f"{where}, field '{response_field}': the response is empty.")
         if is_conversational_value(prompt) != is_conversational_value(response):
             raise ValueError(
