@@ -58,6 +58,10 @@ class DataCollatorForRanking(DataCollatorMixin):
             [0, 1, 0, 0]])
     >>> batch["num_candidates"]
     tensor([3, 2])
+    >>> packed = DataCollatorForRanking(pad_token_id=0, prefix_sharing=True, padding_free=True)(examples)
+    >>> packed["input_ids"]  # each prompt once, minus its last token, which starts each candidate's branch
+    tensor([[ 1,  2,  3,  2,  4,  5,  2,  6,  7,  8,  9,  7, 10]])
+
     ```
     """
 

@@ -39,6 +39,48 @@ class PROConfig(DPOConfig):
             completions), as the paper's recipe does (block size 512, prompt left-truncated to 512 - 128 tokens).
             Truncated prompts are counted in the log.
 
+        > Parameters that control the layout of a batch (speed and memory; the loss and gradients are the same)
+
+        prefix_sharing (`bool` or `None`, *optional*, defaults to `None`):
+            Process each prompt once: each ranking becomes one row `[prompt][candidate 1]...[candidate n]`, position
+            ids restarting at the prompt's end for every candidate and an attention mask in which a candidate sees
+            the prompt and its own earlier tokens only (see `trl_ranking.packing`). Exact with eager, SDPA and flex
+            attention. `None` (the default) turns it on wherever it is exact and off otherwise (flash attention,
+            prompt-learning PEFT, models with recurrent or linear-attention layers or without `position_ids`, MoE
+            models with the router auxiliary loss, a custom data collator); `True` asks for it and falls back to the
+            padded layout with a warning where it is not exact; `False` keeps TRL's padded layout.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Pack all the rankings of a batch into one row with no padding (a block-diagonal attention mask between
+            rankings; with prefix sharing, each prompt once too). Exact with eager, SDPA and flex attention, and with
+            flash attention without prefix sharing. Fastest with flex attention, whose kernels skip the masked blocks;
+            eager and SDPA attend over the whole packed row, so their attention cost grows with the square of the
+            batch's total length.
+
+        > Parameters that control self-bootstrapping (the paper's Algorithm 1; needs `PROTrainer(reward_model=...)`)
+
+        self_bootstrap (`bool`, *optional*, defaults to `False`):
+            Split the training rows, in order, into `bootstrap_chunks` chunks; before training on a chunk, sample
+            `bootstrap_num_samples` responses per prompt from the current policy, add them to the candidates, score
+            every candidate with the reward model and re-rank, the original top candidate staying first (footnote 6).
+            One training run: optimizer, schedule, logs and checkpoints continue across chunks. See
+            `trl_ranking.pro.bootstrap` for the exact rules.
+        bootstrap_chunks (`int`, *optional*, defaults to `4`):
+            K, the number of chunks. The paper gives no value; 4 is our choice.
+        bootstrap_passes_per_chunk (`int`, *optional*, defaults to `1`):
+            Passes over each chunk (reshuffled) before the next chunk is sampled: the epochs of the paper's
+            `PRO(pi, D_i)`. With `num_train_epochs > 1`, each epoch samples every chunk again.
+        bootstrap_num_samples (`int`, *optional*, defaults to `1`):
+            Responses sampled per prompt (the paper adds one).
+        bootstrap_max_new_tokens (`int`, *optional*, defaults to `128`):
+            Maximum new tokens per sampled response (the paper's recipe leaves 512 - 384 = 128 tokens to the response).
+        bootstrap_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature.
+        bootstrap_top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling threshold (`1.0`: plain sampling from the policy).
+        bootstrap_batch_size (`int` or `None`, *optional*, defaults to `None`):
+            Prompts per `generate` call and pairs per reward-model forward, per process. `None`:
+            `per_device_eval_batch_size`.
+
     > [!NOTE]
     > Defaults that differ from [`~trl.DPOConfig`]: `learning_rate` is `5e-6` (the paper's recipe) instead of `1e-6`.
     """
@@ -78,6 +120,51 @@ class PROConfig(DPOConfig):
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "If set, prompts longer than this many tokens are truncated from the left."},
+    )
+    prefix_sharing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Process each prompt once: one row `[prompt][cand 1]...[cand n]` per ranking with a tree attention "
+            "mask. None (default): on wherever exact (eager, SDPA, flex attention), else off. True: on, falling back "
+            "to the padded layout with a warning where not exact. False: TRL's padded layout."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack all rankings of a batch into one row with no padding (block-diagonal mask). Exact with eager, "
+            "SDPA and flex attention (fastest: it skips masked blocks), and with flash attention without prefix "
+            "sharing."
+        },
+    )
+    self_bootstrap: bool = field(
+        default=False,
+        metadata={
+            "help": "Self-bootstrapping (Algorithm 1): before training on each of `bootstrap_chunks` chunks, add "
+            "responses sampled from the current policy to its rankings and re-rank them with the trainer's "
+            "`reward_model`, the original top candidate staying first."
+        },
+    )
+    bootstrap_chunks: int = field(
+        default=4,
+        metadata={"help": "K, the number of chunks the training rows are split into, in order (our default)."},
+    )
+    bootstrap_passes_per_chunk: int = field(
+        default=1,
+        metadata={"help": "Passes over each chunk before the next chunk is sampled (the epochs of PRO(pi, D_i))."},
+    )
+    bootstrap_num_samples: int = field(
+        default=1, metadata={"help": "Responses sampled from the policy per prompt and chunk."}
+    )
+    bootstrap_max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sampled response."})
+    bootstrap_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    bootstrap_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    bootstrap_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts per generate call and pairs per reward-model forward, per process. None: "
+            "per_device_eval_batch_size."
+        },
     )
 
     def __post_init__(self):
@@ -125,3 +212,26 @@ class PROConfig(DPOConfig):
                 )
             if self.sync_ref_model:
                 raise ValueError("`sync_ref_model=True` needs `reference_normalized=True`.")
+        for name in (
+            "bootstrap_chunks",
+            "bootstrap_passes_per_chunk",
+            "bootstrap_num_samples",
+            "bootstrap_max_new_tokens",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.bootstrap_batch_size is not None and self.bootstrap_batch_size < 1:
+            raise ValueError(
+                f"`bootstrap_batch_size` must be a positive integer or None, got {self.bootstrap_batch_size}."
+            )
+        if not self.bootstrap_temperature > 0:
+            raise ValueError(f"`bootstrap_temperature` must be > 0, got {self.bootstrap_temperature}.")
+        if not 0 < self.bootstrap_top_p <= 1:
+            raise ValueError(f"`bootstrap_top_p` must be in (0, 1], got {self.bootstrap_top_p}.")
+        if self.self_bootstrap and self.precompute_ref_log_probs:
+            raise ValueError(
+                "`self_bootstrap=True` cannot be combined with `precompute_ref_log_probs=True`: the sampled candidates "
+                "have no precomputed reference log-probs. Leave `precompute_ref_log_probs=False` (the reference, if "
+                "any, is then run on the fly)."
+            )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from accelerate.utils import broadcast_object_list, is_peft_model, tqdm
+from accelerate.utils import broadcast_object_list, is_peft_model
 from datasets import Dataset, IterableDataset, concatenate_datasets
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
@@ -31,9 +31,17 @@ from trl.trainer.utils import get_config_model_id, global_then_local_main_first,
 
 from ..collators import DataCollatorForRanking
 from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
+from ..packing import (
+    PackedTokenLogProbs,
+    is_packed,
+    packed_attention_mask,
+    packed_token_log_probs,
+    packing_unsupported_reason,
+)
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
-from ..tokenization import chat_template_kwargs_of, tokenize_prompt_completions
-from ..trainer_utils import EvalPrefixLoggingMixin
+from ..tokenization import chat_template_kwargs_of, is_empty_text, tokenize_prompt_completions
+from ..trainer_utils import EvalPrefixLoggingMixin, reference_batches
+from .bootstrap import SelfBootstrapper
 from .config import PROConfig
 
 
@@ -41,14 +49,6 @@ logger = logging.getLogger(__name__)
 
 # Columns the prepared dataset keeps for the collator (`Trainer` drops the others when `remove_unused_columns`)
 _PREPARED_COLUMNS = ["prompt_ids", "completion_ids", "rewards", "ref_logps"]
-
-
-def _is_empty(value: Any) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, list):
-        return not value or all(not str(message.get("content") or "").strip() for message in value)
-    return value is None
 
 
 def _common_prompt(completions: list) -> tuple[Any, list]:
@@ -103,7 +103,7 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
     else:
         prompt, completions = _common_prompt(completions)
     for i, completion in enumerate(completions):
-        if _is_empty(completion):
+        if is_empty_text(completion):
             raise ValueError(f"{where}, field 'completions[{i}]': the completion is empty.")
     if with_rewards:
         if rewards is None or any(r is None for r in rewards):
@@ -139,6 +139,10 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
 
     This class subclasses [`~trl.DPOTrainer`] and takes the same arguments: a user of `DPOTrainer` changes the class
     and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
+
+    Each prompt is processed once by default (`PROConfig.prefix_sharing`: one row `[prompt][candidate 1]...[candidate
+    n]` per ranking with a tree attention mask) wherever that is exact, and `PROConfig.padding_free=True` packs a
+    whole batch into one row; the loss and gradients are those of the padded layout (see `trl_ranking.packing`).
 
     Example:
 
@@ -187,6 +191,14 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
             Quantization used when `model` is a model id or path. Combine with `peft_config` for QLoRA.
         peft_config ([`~peft.PeftConfig`], *optional*):
             PEFT configuration used to wrap the model.
+        reward_model (`Callable` or [`~transformers.PreTrainedModel`] or `str`, *optional*):
+            Only with `args.self_bootstrap=True` (the paper's Algorithm 1), where it is required: it scores every
+            candidate of a chunk, original and sampled, before re-ranking. A scorer callable
+            `scorer(prompts, completions) -> list[float]` (one finite score per pair, higher is better), or a
+            sequence-classification model with `num_labels=1` (or its path), wrapped with
+            [`~trl_ranking.rewards.RewardModelScorer`].
+        reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The reward model's tokenizer, when `reward_model` is a model instance.
     """
 
     _tag_names = ["trl", "trl-ranking", "pro"]
@@ -220,6 +232,8 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         quantization_config: BitsAndBytesConfig | None = None,
         peft_config=None,
+        reward_model: Callable | PreTrainedModel | str | None = None,
+        reward_processing_class: PreTrainedTokenizerBase | None = None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -234,6 +248,19 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
                 "A `ref_model` was passed but `args.reference_normalized` is False: the default PRO score is "
                 "reference-free. Set `PROConfig(reference_normalized=True)` to score candidates against the reference."
             )
+        if args.self_bootstrap and reward_model is None:
+            raise ValueError(
+                "`self_bootstrap=True` needs a `reward_model` to score the sampled responses: pass "
+                "`PROTrainer(reward_model=...)`, a scorer callable `scorer(prompts, completions) -> list[float]` or a "
+                "sequence-classification model with its `reward_processing_class`."
+            )
+        if reward_model is not None and not args.self_bootstrap:
+            raise ValueError(
+                "A `reward_model` was passed but `args.self_bootstrap` is False: PRO uses it only to re-rank "
+                "self-bootstrapped samples. Set `PROConfig(self_bootstrap=True)`, or rank the dataset beforehand with "
+                "`trl_ranking.data.rank_completions`."
+            )
+        self.bootstrapper = None
 
         # The collator needs the pad token before `DPOTrainer.__init__`, so resolve the tokenizer here
         if processing_class is None:
@@ -242,12 +269,17 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
         tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # The layout (prefix sharing, padding-free) is set on the default collator once the model is loaded
+        # (`_resolve_layout`); a collator passed in decides the layout itself
+        self._layout_collator = None
         if data_collator is None:
-            data_collator = DataCollatorForRanking(
+            data_collator = self._layout_collator = DataCollatorForRanking(
                 pad_token_id=tokenizer.pad_token_id,
                 max_length=args.max_length,
                 pad_to_multiple_of=args.pad_to_multiple_of,
             )
+        self._layout_resolved = False
+        self.prefix_sharing = False
 
         # Reference-free PRO must not load a reference model. `DPOTrainer.__init__` loads a copy of the policy unless
         # PEFT is used or `precompute_ref_log_probs` is set, so the flag is raised for the duration of the parent
@@ -256,6 +288,9 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
         suppress_reference = not args.reference_normalized and not args.precompute_ref_log_probs and not uses_peft
         if suppress_reference:
             args.precompute_ref_log_probs = True
+        # `DPOTrainer.__init__` turns `padding_free` off with a warning; PRO implements it, so hide it from the parent
+        self._padding_free_requested = args.padding_free
+        args.padding_free = False
         try:
             super().__init__(
                 model=model,
@@ -274,9 +309,112 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
         finally:
             if suppress_reference:
                 args.precompute_ref_log_probs = False
+            args.padding_free = self._padding_free_requested
         self.precompute_ref_logps = args.precompute_ref_log_probs
         if not args.reference_normalized:
             self.ref_model = None
+        self._resolve_layout()
+        # Self-bootstrapping (Algorithm 1) keeps the raw rows: each chunk is tokenized once augmented
+        if args.self_bootstrap:
+            self.bootstrapper = SelfBootstrapper(self, train_dataset, reward_model, reward_processing_class)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Layout. Replaces DPO's padded-only batches (its `padding_free` is disabled) with the packed layouts of
+    # `trl_ranking.packing` where they are exact.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _resolve_layout(self) -> None:
+        """Choose prefix sharing / padding-free for the models at hand and set them on the default collator.
+
+        Called once the model (and the reference model) exist: at the end of `__init__`, or earlier by the reference
+        precompute, which runs inside `DPOTrainer.__init__`.
+        """
+        if self._layout_resolved:
+            return
+        self._layout_resolved = True
+        args = self.args
+        collator = self._layout_collator
+        if collator is None:
+            if args.prefix_sharing or self._padding_free_requested:
+                warnings.warn(
+                    "`prefix_sharing`/`padding_free` are options of the default collator; with a `data_collator` "
+                    "passed in, the batches keep the layout that collator gives them.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.prefix_sharing = self.padding_free = False
+            return
+        models = [self.model]
+        if args.reference_normalized and self.ref_model is not None:
+            models.append(self.ref_model)
+
+        def unsupported(prefix_sharing: bool) -> str | None:
+            if self.aux_loss_enabled:
+                return (
+                    "the Mixture-of-Experts router auxiliary loss is computed over every token of every padded row "
+                    "(a shared prompt would count once), so it would change"
+                )
+            for model in models:
+                reason = packing_unsupported_reason(model, prefix_sharing=prefix_sharing)
+                if reason is not None:
+                    return reason
+            return None
+
+        prefix_sharing = args.prefix_sharing is not False
+        if prefix_sharing and (reason := unsupported(prefix_sharing=True)) is not None:
+            prefix_sharing = False
+            if args.prefix_sharing:
+                warnings.warn(
+                    f"`prefix_sharing=True` is not exact for this model and falls back to the padded layout: {reason}.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            else:
+                logger.info("Prefix sharing is off (padded layout): %s.", reason)
+        padding_free = self._padding_free_requested
+        if padding_free and (reason := unsupported(prefix_sharing=prefix_sharing)) is not None:
+            padding_free = False
+            warnings.warn(
+                f"`padding_free=True` is not exact for this model and falls back to padded rows: {reason}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        collator.prefix_sharing = self.prefix_sharing = prefix_sharing
+        collator.padding_free = self.padding_free = padding_free
+
+    def _score(self, model, inputs: dict[str, Any], **model_kwargs) -> TokenLogProbs | PackedTokenLogProbs:
+        """Log-probabilities of every candidate's scored tokens, from a padded or a packed batch."""
+        if is_packed(inputs):
+            return packed_token_log_probs(model, inputs, **model_kwargs)
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        return token_log_probs(model, model_inputs, inputs["completion_mask"], **model_kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Self-bootstrapping (`args.self_bootstrap`, see `trl_ranking.pro.bootstrap`). Each hook defers to TRL otherwise.
+    # ------------------------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        # Replaces `Trainer.get_train_dataloader` in bootstrap mode: batches of row keys, chunk after chunk
+        if self.bootstrapper is not None:
+            return self.bootstrapper.train_dataloader()
+        return super().get_train_dataloader()
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Wraps `DPOTrainer.training_step` in bootstrap mode: samples a chunk when its first row comes up (with the
+        # policy as it is then), then swaps the keys for the collated rows
+        if self.bootstrapper is not None:
+            return self.bootstrapper.training_step(super().training_step, model, inputs, num_items_in_batch)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        # Resuming mid-chunk reuses the augmented chunk saved in the checkpoint instead of sampling it again
+        if self.bootstrapper is not None:
+            self.bootstrapper.start(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        # Extends `DPOTrainer._save_checkpoint`: the augmented rows of the chunk in progress go into the checkpoint
+        if self.bootstrapper is not None:
+            self.bootstrapper.save_checkpoint(trial)
+        super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Data. Replaces `DPOTrainer._prepare_dataset` (chosen/rejected tokenization) with ranking tokenization.
@@ -358,7 +496,7 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
     # Reference scores (only with `reference_normalized=True`). Reuses TRL's choice of reference: an explicit
     # `ref_model`, else the PEFT adapter switched off (or the "ref" adapter copy), else the initial-model copy.
     # ------------------------------------------------------------------------------------------------------------------
-    def _reference_log_probs(self, model, inputs: dict[str, torch.Tensor], score_mask: torch.Tensor) -> TokenLogProbs:
+    def _reference_log_probs(self, model, inputs: dict[str, Any]) -> TokenLogProbs | PackedTokenLogProbs:
         adapter_context = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -368,19 +506,19 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
             adapter_context,
         ):
-            return token_log_probs(model, inputs, score_mask)
+            return self._score(model, inputs)
 
     def compute_ref_log_probs(self, model, inputs):
         """Reference scores (mean token log-probability) of every candidate of a collated batch, `[batch, n_max]`."""
-        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         with self.accelerator.autocast():
-            ref = self._reference_log_probs(model, model_inputs, inputs["completion_mask"])
+            ref = self._reference_log_probs(model, inputs)
         return rows_to_rankings(ref.means.float(), inputs["num_candidates"])
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         # Replaces DPO's chosen/rejected precompute with one value per candidate (column `ref_logps`)
         if not self.args.reference_normalized:
             return dataset  # reference-free PRO: nothing to precompute (see `__init__`)
+        self._resolve_layout()  # runs inside `DPOTrainer.__init__`: the reference forwards use the training layout
         if isinstance(dataset, IterableDataset):
             raise ValueError(
                 "`precompute_ref_log_probs=True` is not supported with an IterableDataset. Use a map-style Dataset or "
@@ -408,28 +546,8 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
     def _compute_ref_logps_for(self, dataset: Dataset, name: str, batch_size: int) -> list[list[float]]:
         """Reference scores of every candidate of `dataset`, in dataset order, gathered from all processes."""
         columns = [c for c in dataset.column_names if c in ("prompt_ids", "completion_ids", "rewards")]
-        loader = self.accelerator.prepare(
-            DataLoader(
-                dataset.select_columns(columns),
-                batch_size=batch_size,
-                collate_fn=self.data_collator,
-                num_workers=self.args.dataloader_num_workers,
-                shuffle=False,
-            )
-        )
-        model = self.ref_model or self.model
-        if self.ref_model is None and self.is_deepspeed_enabled:
-            from trl.models import prepare_deepspeed
-
-            if self._precompute_engine is None:
-                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
-            model = self._precompute_engine
         values: list[list[float]] = []
-        for batch in tqdm(
-            loader,
-            desc=f"Computing reference log probs for {name} dataset",
-            disable=bool(os.environ.get("TQDM_DISABLE", "")),
-        ):
+        for model, batch in reference_batches(self, dataset.select_columns(columns), batch_size, name):
             ref = self.compute_ref_log_probs(model, batch)
             counts = batch["num_candidates"]
             # Processes may hold rankings of different sizes: pad before gathering
@@ -444,10 +562,8 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         num_candidates = inputs["num_candidates"]
-        completion_mask = inputs["completion_mask"]
-        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
         forward_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
-        policy = token_log_probs(model, model_inputs, completion_mask, **forward_kwargs)
+        policy = self._score(model, inputs, **forward_kwargs)
 
         logps = rows_to_rankings(policy.means, num_candidates)
         if self.args.reference_normalized:
@@ -455,9 +571,7 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
                 ref_logps = inputs["ref_logps"].to(logps.dtype)
             else:
                 ref_model = self.ref_model if self.ref_model is not None else self.model
-                ref_logps = rows_to_rankings(
-                    self._reference_log_probs(ref_model, model_inputs, completion_mask).means, num_candidates
-                )
+                ref_logps = rows_to_rankings(self._reference_log_probs(ref_model, inputs).means, num_candidates)
             scores = self.beta * (logps - ref_logps)
         else:
             scores = logps
@@ -490,6 +604,14 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
                 FutureWarning,
                 stacklevel=2,
             )
+            if is_packed(inputs):
+                model_inputs = {
+                    "input_ids": inputs["input_ids"],
+                    "attention_mask": packed_attention_mask(model, inputs),
+                    "position_ids": inputs["position_ids"],
+                }
+            else:
+                model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
             with torch.no_grad():
                 outputs = model(**model_inputs)
             return loss, outputs
@@ -526,7 +648,28 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
             if count > 0:
                 metrics[f"scores/rank_{rank}"].append(total / count)
 
-        # As DPOTrainer: entropy over scored tokens, token accuracy of the top candidate, tokens seen
+        # As DPOTrainer: entropy over scored tokens, token accuracy of the top candidate, tokens seen (the tokens the
+        # model processes: with prefix sharing each prompt once)
+        if isinstance(policy, PackedTokenLogProbs):
+            self._log_packed_token_metrics(metrics, policy, first_rows)
+        else:
+            self._log_padded_token_metrics(metrics, policy, first_rows)
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+
+    def _log_packed_token_metrics(self, metrics, policy: PackedTokenLogProbs, first_rows: torch.Tensor) -> None:
+        outputs = policy.outputs
+        if outputs.entropy is not None:
+            entropy = policy.gather(outputs.entropy.detach()).float()
+            self._append_mean(metrics, "entropy", entropy.sum(), torch.tensor(entropy.numel(), device=entropy.device))
+        if outputs.is_top1 is not None:
+            top = torch.isin(policy.sequence, first_rows)
+            is_top1 = policy.gather(outputs.is_top1).float()[top]
+            self._append_mean(metrics, "mean_token_accuracy", is_top1.sum(), top.sum())
+
+    def _log_padded_token_metrics(self, metrics, policy: TokenLogProbs, first_rows: torch.Tensor) -> None:
         mask = policy.mask
         if policy.outputs.entropy is not None:
             entropy = policy.outputs.entropy[:, -mask.size(1) :].detach()
@@ -535,7 +678,3 @@ class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
             top_mask = mask[first_rows]
             is_top1 = policy.outputs.is_top1[:, -mask.size(1) :][first_rows]
             self._append_mean(metrics, "mean_token_accuracy", (is_top1 * top_mask).sum(), top_mask.sum())
-        if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
-            self._total_train_tokens += tokens // self._tp_size
-        metrics["num_tokens"] = [self._total_train_tokens]

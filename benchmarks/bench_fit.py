@@ -1,0 +1,159 @@
+"""Single-GPU fit of a 7B-shaped model: the largest ranking size n and sequence length that train within a budget.
+
+The model has Llama-7B dimensions with random weights, loaded in 4-bit (NF4, bf16 compute) with LoRA r=16 on every
+linear layer and gradient checkpointing, as a QLoRA run would be. A full 32-layer model is not needed: the peak
+memory of one training step is measured with a few layers (`--layers 2 4`), fitted as `a + b * layers` for each
+(layout, n, length), and extrapolated to the model's depth. The fit is shown (the memory at each measured depth and
+the per-layer slope), so it can be checked.
+
+A step is one ranking (per-device batch 1) of n candidates, each `length` tokens long: a prompt of
+`prompt_fraction * length` tokens and a completion of the rest (random token ids).
+
+GPU (what the issue asks for; not yet run, see README.md):
+    python benchmarks/bench_fit.py --device cuda --layers 2 4 --n 2 4 8 16 --lengths 512 1024 2048 4096
+CPU smoke test of the script itself (a small model, memory read as the bytes saved for the backward):
+    python benchmarks/bench_fit.py --device cpu --model-config small --layers 1 2 --n 2 4 --lengths 64 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_layouts import MODEL_CONFIGS, PRO_LAYOUTS, ActivationMeter, make_model_dir  # noqa: E402
+
+
+def build_trainer(model_dir, layout, args, tokenizer):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    from trl_ranking import PROConfig, PROTrainer
+
+    cuda = args.device == "cuda"
+    config = PROConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=1,
+        max_length=None,
+        gradient_checkpointing=True,
+        bf16=cuda,
+        use_cpu=not cuda,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        model_init_kwargs={"dtype": torch.bfloat16 if cuda else torch.float32, "attn_implementation": args.attn},
+        **PRO_LAYOUTS[layout],
+    )
+    dataset = Dataset.from_list([{"prompt_ids": [1, 2, 3], "completion_ids": [[4], [5]]}])
+    trainer = PROTrainer(
+        model=model_dir,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32,
+        ),
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.train()
+    return trainer
+
+
+def step_memory(trainer, n: int, length: int, args) -> float:
+    """Peak memory of one training step on one ranking, in GiB (`inf` when it runs out of memory)."""
+    generator = torch.Generator().manual_seed(n * 100003 + length)
+    prompt_length = max(1, int(length * args.prompt_fraction))
+    prompt = torch.randint(100, 30000, (prompt_length,), generator=generator).tolist()
+    completions = [
+        torch.randint(100, 30000, (length - prompt_length,), generator=generator).tolist() for _ in range(n)
+    ]
+    batch = trainer.data_collator([{"prompt_ids": prompt, "completion_ids": completions}])
+    meter = ActivationMeter(trainer.model)
+    try:
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        with meter.measure():
+            loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**30
+        return meter.bytes / 2**30
+    except torch.OutOfMemoryError:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return float("inf")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--model-config", default="llama-7b", choices=sorted(MODEL_CONFIGS))
+    parser.add_argument("--layers", nargs=2, type=int, default=[2, 4], help="two depths to measure")
+    parser.add_argument("--layouts", nargs="+", default=["padded", "prefix+pf"])
+    parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--n", nargs="+", type=int, default=[2, 4, 8, 16])
+    parser.add_argument("--lengths", nargs="+", type=int, default=[512, 1024, 2048, 4096])
+    parser.add_argument("--prompt-fraction", type=float, default=0.5)
+    parser.add_argument("--budget-gib", type=float, default=46.0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    from transformers.utils import logging as hf_logging
+
+    from trl_ranking.assets import load_bundled_tokenizer
+
+    hf_logging.set_verbosity_error()
+    tokenizer = load_bundled_tokenizer()
+    depth = MODEL_CONFIGS[args.model_config]["num_hidden_layers"]
+    memory = {}  # (layout, n, length) -> [GiB at layers[0], GiB at layers[1]]
+    for layers in args.layers:
+        with tempfile.TemporaryDirectory() as model_dir:
+            make_model_dir(args.model_config, layers, model_dir)
+            for layout in args.layouts:
+                trainer = build_trainer(model_dir, layout, args, tokenizer)
+                for n in args.n:
+                    for length in args.lengths:
+                        gib = step_memory(trainer, n, length, args)
+                        memory.setdefault((layout, n, length), []).append(gib)
+                        print(f"layers={layers} {layout} n={n} length={length}: {gib:.2f} GiB", flush=True)
+                del trainer
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+
+    low, high = args.layers
+    unit = "GiB peak allocated" if args.device == "cuda" else "GiB saved for backward (CPU smoke test)"
+    print(
+        f"\n| layout | n | length | {low} layers | {high} layers | per layer | {depth} layers (fit) | fits {args.budget_gib} GiB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    largest = {}
+    for (layout, n, length), (at_low, at_high) in memory.items():
+        slope = (at_high - at_low) / (high - low)
+        full = at_low + (depth - low) * slope
+        fits = full <= args.budget_gib
+        if fits:
+            largest.setdefault(layout, []).append((n, length))
+        print(f"| {layout} | {n} | {length} | {at_low:.2f} | {at_high:.2f} | {slope:.3f} | {full:.2f} | {'yes' if fits else 'no'} |")  # fmt: skip
+    print(f"\n({unit})")
+    for layout, fitting in largest.items():
+        for n in sorted({n for n, _ in fitting}):
+            print(f"{layout}: n={n} fits up to length {max(length for m, length in fitting if m == n)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Train the same steps with each batch layout, side by side, and compare tokens, step time and memory.
+
+Layouts (PROTrainer): `padded` (TRL's: one row per candidate, prompt repeated, rows padded), `prefix` (prefix
+sharing: one row per ranking, each prompt once), `prefix+pf` (prefix sharing + padding-free: the whole batch in one
+row), `pf` (padding-free alone). On the HH-RLHF pairs, TRL's own `DPOTrainer` runs the same pairs too: `dpo` (the
+reference log-probs precomputed, so a step is one policy forward/backward, like reference-free PRO) and `dpo+ref`
+(the reference model run on the fly, TRL's default).
+
+Every layout gets its own copy of the same random-weight model and optimizer, sees the same batches in the same
+order, and the steps are interleaved (step k of every layout, then step k + 1), so that a change of machine load hits
+every layout alike. Reported per layout: positions the model processes per step (rows x length, padding included),
+real tokens, median step time, throughput, and memory: the bytes the forward saves for the backward (activation
+memory, any device) and, on CUDA, the peak allocated during the step above the memory held before it.
+
+CPU (default; a small Llama-shaped model, a few steps):
+    python benchmarks/bench_layouts.py
+GPU (realistically shaped random-weight model, bf16, SDPA and flex attention):
+    python benchmarks/bench_layouts.py --device cuda --model-config qwen2-0.5b --attn sdpa flex_attention \
+        --batch-size 8 --max-length 1024 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+
+REPO = Path(__file__).resolve().parents[1]
+HH_FILE = REPO / "tests" / "fixtures" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+SPARSE_DIR = REPO / "tests" / "fixtures" / "data" / "sparse-feedback"
+
+# Model shapes (random weights). Vocabulary: the real model's, fed GPT-2 token ids (a subset), so that the LM head
+# costs what it costs in the real model.
+MODEL_CONFIGS = {
+    "small": dict(
+        model_type="llama", hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=688, vocab_size=50257,
+    ),
+    "qwen2-0.5b": dict(
+        model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+        intermediate_size=4864, vocab_size=151936,
+    ),
+    "qwen2-1.5b": dict(
+        model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+        intermediate_size=8960, vocab_size=151936,
+    ),
+    "llama-7b": dict(
+        model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+        intermediate_size=11008, vocab_size=32000,
+    ),
+}  # fmt: skip
+
+PRO_LAYOUTS = {
+    "padded": dict(prefix_sharing=False, padding_free=False),
+    "prefix": dict(prefix_sharing=True, padding_free=False),
+    "prefix+pf": dict(prefix_sharing=True, padding_free=True),
+    "pf": dict(prefix_sharing=False, padding_free=True),
+}
+
+
+def make_model_dir(name: str, layers: int | None, directory: str) -> str:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = dict(MODEL_CONFIGS[name])
+    if layers is not None:
+        values["num_hidden_layers"] = layers
+    model_type = values.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type, **values, max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=50256,
+        eos_token_id=50256, pad_token_id=50256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(directory)
+    return directory
+
+
+def select_rows(dataset, tokenizer, max_length: int, count: int, top_n: int | None = None) -> list[dict]:
+    """The first `count` rows whose prompt + longest completion fit in `max_length` tokens (no truncation anywhere,
+    so every trainer sees exactly the same tokens), rankings cut to their `top_n` best candidates."""
+    rows = []
+    for row in dataset:
+        completions = row["completions"] if "completions" in row else [row["chosen"], row["rejected"]]
+        prompt_length = len(tokenizer(row["prompt"])["input_ids"])
+        longest = max(len(tokenizer(row["prompt"] + c)["input_ids"]) for c in completions) + 1
+        if longest > max_length or prompt_length < 2:
+            continue
+        if "completions" in row:
+            keep = top_n or len(completions)
+            row = {"prompt": row["prompt"], "completions": completions[:keep], "rewards": row["rewards"][:keep]}
+        else:
+            row = {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+        rows.append(row)
+        if len(rows) == count:
+            break
+    return rows
+
+
+class ActivationMeter:
+    """Bytes of the tensors the forward saves for the backward (unique storages, weights excluded): the activation
+    memory held at the end of the forward, which is where training peaks."""
+
+    def __init__(self, model):
+        self.bytes = 0
+        self._seen = set()
+        self._weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(self, tensor):
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in self._seen and pointer not in self._weights:
+            self._seen.add(pointer)
+            self.bytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+    @contextlib.contextmanager
+    def measure(self):
+        self.bytes, self._seen = 0, set()
+        with torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor):
+            yield
+
+
+class Runner:
+    """One trainer, its batches, and the measurements of its steps."""
+
+    def __init__(self, name, trainer, rows_per_step: int, device: str):
+        self.name, self.trainer, self.device = name, trainer, device
+        dataset = trainer.train_dataset
+        self.batches = [
+            trainer.data_collator([dataset[i] for i in range(start, start + rows_per_step)])
+            for start in range(0, len(dataset) - rows_per_step + 1, rows_per_step)
+        ]
+        trainer.create_optimizer()
+        trainer.current_gradient_accumulation_steps = 1  # set by `Trainer.train`, which this loop stands in for
+        trainer.model.train()
+        self.meter = ActivationMeter(trainer.model)
+        original = trainer.compute_loss
+
+        def compute_loss(*args, **kwargs):
+            with self.meter.measure():
+                return original(*args, **kwargs)
+
+        trainer.compute_loss = compute_loss
+        self.times, self.activation, self.peak, self.positions, self.tokens, self.losses = [], [], [], [], [], []
+
+    def step(self, index: int, record: bool) -> None:
+        batch = self.batches[index % len(self.batches)]
+        trainer = self.trainer
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        sync()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            resting = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        loss = trainer.training_step(trainer.model, batch)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        sync()
+        elapsed = time.perf_counter() - start
+        if record:
+            self.times.append(elapsed)
+            self.activation.append(self.meter.bytes)
+            if self.device == "cuda":
+                self.peak.append(torch.cuda.max_memory_allocated() - resting)
+            self.positions.append(batch["input_ids"].numel())
+            self.tokens.append(int(batch["attention_mask"].sum()))
+            self.losses.append(float(loss))
+
+
+def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from trl_ranking import PROConfig, PROTrainer
+
+    common = dict(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=1e-6,
+        bf16=False,  # the weights themselves are bf16 on CUDA (no autocast), fp32 on CPU
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        gradient_checkpointing=args.gradient_checkpointing,
+        use_cpu=args.device == "cpu",
+        seed=0,
+    )
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+
+    def model():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn).to(args.device)
+
+    dataset = Dataset.from_list(rows)
+    runners = {}
+    for name in args.layouts:
+        if name.startswith("dpo"):
+            if kind != "pairs":
+                continue
+            config = DPOConfig(**common, precompute_ref_log_probs=name == "dpo")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer = DPOTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+        else:
+            config = PROConfig(**common, **PRO_LAYOUTS[name])
+            trainer = PROTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+            if (trainer.prefix_sharing, trainer.padding_free) != (
+                PRO_LAYOUTS[name]["prefix_sharing"],
+                PRO_LAYOUTS[name]["padding_free"],
+            ):
+                print(
+                    f"  [{name}] fell back: prefix_sharing={trainer.prefix_sharing} padding_free={trainer.padding_free}"
+                )
+        runners[name] = Runner(name, trainer, args.batch_size, args.device)
+    return runners
+
+
+def report(title, runners, batch_size, device, baseline="padded"):
+    median = {name: statistics.median(r.times) for name, r in runners.items()}
+    activation = {name: statistics.mean(r.activation) for name, r in runners.items()}
+    peak = {name: statistics.mean(r.peak) for name, r in runners.items()} if device == "cuda" else {}
+    lines = [f"\n## {title}", ""]
+    header = "| layout | positions/step | real tokens/step | step time (s) | rankings/s | speed-up vs padded | "
+    header += "activation MiB | vs padded |"
+    if peak:
+        header += " step peak MiB | vs padded |"
+    lines += [header, "|" + " --- |" * (header.count("|") - 1)]
+    for name, runner in runners.items():
+        cells = [
+            name,
+            f"{statistics.mean(runner.positions):,.0f}",
+            f"{statistics.mean(runner.tokens):,.0f}",
+            f"{median[name]:.3f}",
+            f"{batch_size / median[name]:.2f}",
+            f"{median[baseline] / median[name]:.2f}x",
+            f"{activation[name] / 2**20:,.1f}",
+            f"{activation[name] / activation[baseline]:.2f}",
+        ]
+        if peak:
+            cells += [f"{peak[name] / 2**20:,.0f}", f"{peak[name] / peak[baseline]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if "dpo" in runners:
+        for name in runners:
+            if not name.startswith("dpo"):
+                lines.append(f"\nper-pair throughput, {name} vs DPOTrainer (precomputed reference): "
+                             f"{median['dpo'] / median[name]:.2f}x")  # fmt: skip
+        if "dpo+ref" in runners:
+            lines.append(f"DPOTrainer on-the-fly reference vs precomputed: {median['dpo'] / median['dpo+ref']:.2f}x")
+    losses = {name: r.losses[0] for name, r in runners.items() if not name.startswith("dpo")}
+    spread = max(losses.values()) - min(losses.values())
+    lines.append(f"\nfirst timed step's loss, PRO layouts: {losses} (spread {spread:.2e})")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model-config", default="small", choices=sorted(MODEL_CONFIGS))
+    parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    parser.add_argument("--attn", nargs="+", default=["sdpa"], help="attention implementations to run")
+    parser.add_argument("--layouts", nargs="+", default=["padded", "prefix", "prefix+pf", "dpo", "dpo+ref"])
+    parser.add_argument("--datasets", nargs="+", default=["hh", "sparse"], choices=["hh", "sparse"])
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--sparse-batch-size", type=int, default=None, help="defaults to --batch-size")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--sparse-n", type=int, default=4, help="keep the top n candidates of each ranking")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per layout")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy machine)"
+    )
+    parser.add_argument("--output", default=None, help="also write the report (markdown) to this file")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transformers.utils import logging as hf_logging
+
+    from trl_ranking.assets import load_bundled_tokenizer
+    from trl_ranking.data import load_hh_rlhf, load_sparse_feedback_rankings
+
+    hf_logging.set_verbosity_error()
+    tokenizer = load_bundled_tokenizer()
+    steps = args.warmup + args.steps
+    hardware = platform.processor() or platform.machine()
+    if args.device == "cuda":
+        hardware = torch.cuda.get_device_name()
+    header = (
+        f"# bench_layouts {datetime.date.today()} | {hardware}, {os.cpu_count()} CPUs | torch {torch.__version__} | "
+        f"model {args.model_config}{f' ({args.layers} layers)' if args.layers else ''} | "
+        f"{'bf16' if args.device == 'cuda' else 'fp32'} | {torch.get_num_threads()} threads | command: python benchmarks/bench_layouts.py "
+        + " ".join(argv if argv is not None else sys.argv[1:])
+    )
+    print(header, flush=True)
+    texts = [header]
+    with tempfile.TemporaryDirectory() as model_dir:
+        make_model_dir(args.model_config, args.layers, model_dir)
+        for attn in args.attn:
+            for dataset_name in args.datasets:
+                if dataset_name == "hh":
+                    batch_size = args.batch_size
+                    rows = select_rows(load_hh_rlhf(HH_FILE), tokenizer, args.max_length, batch_size * steps)
+                    kind, title = "pairs", f"HH-RLHF pairs (n=2), batch {batch_size}, {attn}"
+                else:
+                    batch_size = args.sparse_batch_size or args.batch_size
+                    data = load_sparse_feedback_rankings(SPARSE_DIR)
+                    rows = select_rows(data, tokenizer, args.max_length, len(data), top_n=args.sparse_n)
+                    kind = "rankings"
+                    sizes = sorted({len(r["completions"]) for r in rows})
+                    title = f"sparse-feedback rankings (n={sizes}), batch {batch_size}, {attn}"
+                run_args = argparse.Namespace(**{**vars(args), "batch_size": batch_size})
+                runners = build_trainers(kind, rows, model_dir, tokenizer, run_args, attn)
+                for step in range(steps):
+                    for runner in runners.values():
+                        runner.step(step, record=step >= args.warmup)
+                texts.append(report(title, runners, batch_size, args.device))
+                del runners
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+    if args.output:
+        Path(args.output).write_text("\n".join(texts) + "\n")
+
+
+if __name__ == "__main__":
+    main()
