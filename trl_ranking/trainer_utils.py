@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from trl import DPOTrainer
 
 
-class EvalPrefixLoggingMixin:
-    """Logs the trainer's own metrics under the prefix of the evaluation that produced them.
+class DPOTrainerFixesMixin:
+    """Fixes to `DPOTrainer` behaviour that the PRO and DOVE trainers share. Put it before `DPOTrainer` in the bases.
 
-    Replaces `DPOTrainer.log`, which prefixes its metrics with `eval_` whatever the `metric_key_prefix`: with a dict
-    of eval datasets (`eval_train_loss`, `eval_held_out_loss`, ...) every split's metrics would land under the same
-    `eval_*` names and the last split would overwrite the others. The prefix is read off the `<prefix>_loss` entry
-    that `Trainer.evaluate` logs for the split. Put the mixin before `DPOTrainer` in the bases.
+    - `log` replaces `DPOTrainer.log`, which prefixes its metrics with `eval_` whatever the `metric_key_prefix`: with
+      a dict of eval datasets (`eval_train_loss`, `eval_held_out_loss`, ...) every split's metrics would land under
+      the same `eval_*` names and the last split would overwrite the others. The prefix is read off the
+      `<prefix>_loss` entry that `Trainer.evaluate` logs for the split.
+    - `prediction_step` keeps 4-bit layers trainable after an evaluation on CPU (see `keep_4bit_training_layout`).
     """
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -23,6 +27,29 @@ class EvalPrefixLoggingMixin:
         logs.update(metrics)
         super(DPOTrainer, self).log(logs, start_time)  # skip DPOTrainer.log, which would add `eval_*` copies
         self._metrics[mode].clear()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with keep_4bit_training_layout(model):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+
+@contextlib.contextmanager
+def keep_4bit_training_layout(model: torch.nn.Module):
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during an eval-mode, no-grad forward.
+
+    On a CPU with AVX512-BF16, a bitsandbytes `Linear4bit` run in eval mode without gradients converts its weight, once
+    and for good, to a packed inference layout whose kernel has no autograd: training after that silently gets no
+    gradient (bitsandbytes 0.50). Evaluating, or generating from the policy, in the middle of training is such a run,
+    so the conversion is switched off for its duration. No effect on GPUs or on models without 4-bit layers.
+    """
+    layers = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.support_avx512bf16_for_cpu = True
 
 
 def reference_batches(trainer, dataset, batch_size: int, name: str):

@@ -428,3 +428,29 @@ def test_training_orders_the_training_rankings(tmp_path, tiny_model_path, tokeni
     assert after["eval_ranking/accuracy"] >= 0.95
     assert after["eval_ranking/accuracy"] >= before["eval_ranking/accuracy"] + 0.25
     assert after["eval_loss/ranking"] < before["eval_loss/ranking"]
+
+
+def test_qlora_still_trains_after_an_evaluation(tmp_path, tokenizer, hh_pairs):
+    # bitsandbytes repacks 4-bit weights for CPU inference on the first eval-mode, no-grad forward, after which
+    # training would get no gradient: `evaluate` must leave the layers trainable
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    from trl_ranking.assets import make_tiny_causal_lm
+
+    model_path = make_tiny_causal_lm(tmp_path / "model64", hidden_size=64, intermediate_size=128)
+    dataset = Dataset.from_list(ranking_rows(hh_pairs, with_rewards=True))
+    trainer = PROTrainer(
+        model=model_path,
+        args=make_config(tmp_path, max_steps=2, learning_rate=1e-2),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        processing_class=tokenizer,
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    trainer.evaluate()
+    trainer.train()
+    grad_norms = [log["grad_norm"] for log in trainer.state.log_history if "grad_norm" in log]
+    assert len(grad_norms) == 2 and all(norm > 0 for norm in grad_norms)

@@ -61,7 +61,6 @@ precomputed reference), `train_sampling_strategy` other than `"random"`/`"sequen
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -82,6 +81,7 @@ from trl.models.utils import unwrap_model_for_generation
 from ..data.ranking import is_messages
 from ..evaluation.generation import generate_responses
 from ..rewards import RewardModelScorer
+from ..trainer_utils import keep_4bit_training_layout
 
 
 if TYPE_CHECKING:
@@ -241,25 +241,6 @@ class ChunkSampler(Sampler[int]):
         padding = len(self) - len(keys)
         keys.extend(last_pass[i % len(last_pass)] for i in range(padding))
         return iter(keys)
-
-
-@contextlib.contextmanager
-def _keep_4bit_training_layout(model: torch.nn.Module):
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference while the policy generates.
-
-    On a CPU with AVX512-BF16, a bitsandbytes `Linear4bit` run in eval mode without gradients converts its weight, once
-    and for good, to a packed inference layout whose kernel has no autograd: training after that silently gets no
-    gradient (bitsandbytes 0.50). Generating from the policy in the middle of training is exactly such a run, so the
-    conversion is switched off for its duration. No effect on GPUs or on models without 4-bit layers.
-    """
-    layers = [m for m in model.modules() if getattr(m, "support_avx512bf16_for_cpu", False)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = False
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.support_avx512bf16_for_cpu = True
 
 
 class _KeyDataset(torch.utils.data.Dataset):
@@ -447,7 +428,7 @@ class SelfBootstrapper:
                 model, trainer.accelerator, gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs
             ) as unwrapped,
             trainer.accelerator.autocast(),
-            _keep_4bit_training_layout(unwrapped),
+            keep_4bit_training_layout(unwrapped),
         ):
             return generate_responses(
                 unwrapped,

@@ -40,7 +40,7 @@ from ..packing import (
 )
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
 from ..tokenization import chat_template_kwargs_of, is_empty_text, tokenize_prompt_completions
-from ..trainer_utils import EvalPrefixLoggingMixin, reference_batches
+from ..trainer_utils import DPOTrainerFixesMixin, reference_batches
 from .bootstrap import SelfBootstrapper
 from .config import PROConfig
 
@@ -126,7 +126,7 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
     return prompt, completions, rewards
 
 
-class PROTrainer(EvalPrefixLoggingMixin, DPOTrainer):
+class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for Preference Ranking Optimization (PRO), from the paper [Preference Ranking Optimization for Human
     Alignment](https://huggingface.co/papers/2306.17492) (Song et al., AAAI 2024).
