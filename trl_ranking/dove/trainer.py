@@ -23,7 +23,7 @@ from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
 from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
-from ..trainer_utils import EvalPrefixLoggingMixin, reference_batches
+from ..trainer_utils import DPOTrainerFixesMixin, reference_batches
 from .config import DOVEConfig
 
 
@@ -129,7 +129,7 @@ class _OutputRecorder:
         return getattr(self.model, name)
 
 
-class DOVETrainer(EvalPrefixLoggingMixin, DPOTrainer):
+class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for joint preference optimization (DOVE), from the paper [Comparing Bad Apples to Good Oranges: Aligning
     Large Language Models via Joint Preference Optimization](https://huggingface.co/papers/2404.00530) (Bansal et al.,
