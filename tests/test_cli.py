@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from conftest import DOVE_DIR, HH_RLHF_FILE
 
-from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
+from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm, make_tiny_reward_model
 from trl_ranking.cli import detect_format, load_dataset_by_format, main, make_parser
 
 
@@ -59,25 +58,7 @@ def model_dir_4bit(workdir) -> str:
 
 @pytest.fixture(scope="module")
 def reward_model_dir(workdir) -> str:
-    from transformers import AutoModelForSequenceClassification, LlamaConfig
-
-    config = LlamaConfig(
-        vocab_size=50257,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=32,
-        num_labels=1,
-        pad_token_id=50256,
-        bos_token_id=50256,
-        eos_token_id=50256,
-    )
-    torch.manual_seed(0)
-    path = workdir / "tiny-reward-model"
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
-    load_bundled_tokenizer().save_pretrained(path)
-    return str(path)
+    return make_tiny_reward_model(workdir / "tiny-reward-model")
 
 
 def _hh_lines(count: int, start: int = 0) -> list[str]:

@@ -43,6 +43,33 @@ def load_bundled_tokenizer(chat_template: bool = False):
     return tokenizer
 
 
+def _tiny_config(
+    model_type: str,
+    vocab_size: int,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    intermediate_size: int,
+    **extra,
+):
+    from transformers import LlamaConfig, Qwen2Config
+
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[model_type]
+    return config_cls(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=2048,
+        bos_token_id=50256,
+        eos_token_id=50256,
+        pad_token_id=50256,
+        **extra,
+    )
+
+
 def make_tiny_causal_lm(
     output_dir: str | Path,
     vocab_size: int = 50257,
@@ -56,26 +83,56 @@ def make_tiny_causal_lm(
     """Build a randomly initialised Llama- or Qwen2-shaped causal LM, save it to `output_dir` and return the path.
 
     The saved folder loads with `AutoModelForCausalLM.from_pretrained(path)` (and so as `model=path` in a trainer),
-    with or without a `BitsAndBytesConfig`.
+    with or without a `BitsAndBytesConfig` (bitsandbytes' CPU 4-bit kernels need `hidden_size >= 64` for eval-mode
+    forwards and generation).
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
-    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[model_type]
-    config = config_cls(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=2048,
+    config = _tiny_config(
+        model_type,
+        vocab_size,
+        hidden_size,
+        num_hidden_layers,
+        num_attention_heads,
+        intermediate_size,
         tie_word_embeddings=False,
-        bos_token_id=50256,
-        eos_token_id=50256,
-        pad_token_id=50256,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(output_dir)
+    return str(output_dir)
+
+
+def make_tiny_reward_model(
+    output_dir: str | Path | None = None,
+    vocab_size: int = 50257,
+    hidden_size: int = 16,
+    num_hidden_layers: int = 1,
+    num_attention_heads: int = 2,
+    intermediate_size: int = 32,
+    seed: int = 0,
+    score_scale: float = 1.0,
+):
+    """Build a randomly initialised Llama-shaped sequence classifier (`num_labels=1`) standing in for a reward model.
+
+    `score_scale` multiplies the score head (a random head gives rewards of ~1e-2; 100 spreads them like a real
+    model's). With `output_dir` the model is saved (with the bundled tokenizer) and its path returned, else the model
+    itself is returned, in eval mode.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = _tiny_config(
+        "llama", vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, num_labels=1
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    if score_scale != 1.0:
+        with torch.no_grad():
+            model.score.weight.mul_(score_scale)
+    if output_dir is None:
+        return model.eval()
+    model.save_pretrained(output_dir)
+    load_bundled_tokenizer().save_pretrained(output_dir)
     return str(output_dir)

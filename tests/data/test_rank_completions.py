@@ -6,9 +6,9 @@ import math
 import random
 
 import pytest
-from _data_helpers import direct_reward, tiny_causal_lm, tiny_reward_model
 from conftest import HH_RLHF_FILE, SPARSE_FEEDBACK_DIR
 from datasets import Dataset
+from tiny_models import direct_reward, tiny_causal_lm, tiny_reward_model
 
 from trl_ranking.data import add_completions, load_hh_rlhf, load_sparse_feedback_rankings, rank_completions
 from trl_ranking.evaluation import generate_responses
