@@ -71,7 +71,6 @@ def test_max_rows_and_several_files(tmp_path):
         ('{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: hello"}', "rejected"),
         ('{"chosen": 3, "rejected": "\\n\\nHuman: hi\\n\\nAssistant: no"}', "chosen"),
         ('{"chosen": "\\n\\nHuman: hi", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: no"}', "chosen"),
-        ("[1, 2]", "chosen"),
     ],
 )
 def test_malformed_line_names_file_line_and_field(tmp_path, bad_line, field):
@@ -79,6 +78,13 @@ def test_malformed_line_names_file_line_and_field(tmp_path, bad_line, field):
     good = json.dumps(_raw_records()[0])
     path.write_text(f"{good}\n\n{bad_line}\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"broken\.jsonl, line 3: field '{field}'"):
+        load_hh_rlhf(path)
+
+
+def test_a_line_that_is_not_an_object_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(f"{json.dumps(_raw_records()[0])}\n[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.jsonl, line 2: expected a JSON object, got list"):
         load_hh_rlhf(path)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from .pro_format import PathLike, _as_files, _iter_jsonl, _open_text
+from .jsonl import PathLike, as_files, iter_jsonl, open_text
 from .ranking import is_messages
 
 
@@ -76,8 +76,8 @@ def load_dove_jsonl(
         raise ValueError("prompt_template formats text prompts; it cannot be combined with conversational=True")
     _check_template(prompt_template)
     rows: dict[str, list[Any]] = {"chosen_prompt": [], "chosen": [], "rejected_prompt": [], "rejected": []}
-    for file in _as_files(data_files):
-        for line_number, record in _iter_jsonl(file):
+    for file in as_files(data_files):
+        for line_number, record in iter_jsonl(file):
             for field in _FIELDS:
                 if not isinstance(record.get(field), str):
                     raise ValueError(f"{file}, line {line_number}: field '{field}' is missing or not a string")
@@ -146,7 +146,7 @@ def save_dove_jsonl(dataset: Dataset, path: PathLike, prompt_template: str | Non
         raise ValueError("expected 'chosen' and 'rejected' columns")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_text(path, "w") as handle:
+    with open_text(path, "w") as handle:
         for index, example in enumerate(dataset):
             record = {
                 "i_chosen": _instruction(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-from pathlib import Path
 
 from datasets import Dataset
+
+from .jsonl import PathLike, as_files, iter_jsonl
 
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def _hh_messages(prompt: str) -> list[dict[str, str]]:
 
 
 def load_hh_rlhf(
-    data_files: str | Path | list[str | Path], conversational: bool = False, max_rows: int | None = None
+    data_files: PathLike | list[PathLike], conversational: bool = False, max_rows: int | None = None
 ) -> Dataset:
     """Load raw HH-RLHF transcripts (jsonl, gzipped or not) as preference rows `prompt`, `chosen`, `rejected`.
 
@@ -52,43 +51,33 @@ def load_hh_rlhf(
     Raises:
         ValueError: a malformed line, naming the file, the line number and the field.
     """
-    files = [data_files] if isinstance(data_files, (str, Path)) else list(data_files)
     rows: dict[str, list] = {"prompt": [], "chosen": [], "rejected": []}
     dropped = 0
-    for file in files:
-        file = str(file)
-        opener = gzip.open if file.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
+    for file in as_files(data_files):
+        for line_number, record in iter_jsonl(file):
+            sides = {}
+            for field in ("chosen", "rejected"):
+                value = record.get(field)
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"{file}, line {line_number}: field '{field}' is missing or not a string")
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{file}, line {line_number}: not valid JSON ({error.msg})") from error
-                sides = {}
-                for field in ("chosen", "rejected"):
-                    value = record.get(field) if isinstance(record, dict) else None
-                    if not isinstance(value, str) or not value:
-                        raise ValueError(f"{file}, line {line_number}: field '{field}' is missing or not a string")
-                    try:
-                        sides[field] = split_hh_transcript(value)
-                    except ValueError as error:
-                        raise ValueError(f"{file}, line {line_number}: field '{field}': {error}") from error
-                if sides["chosen"][0] != sides["rejected"][0]:
-                    dropped += 1
-                    continue
-                prompt = sides["chosen"][0]
-                if conversational:
-                    rows["prompt"].append(_hh_messages(prompt))
-                    rows["chosen"].append([{"role": "assistant", "content": sides["chosen"][1].strip()}])
-                    rows["rejected"].append([{"role": "assistant", "content": sides["rejected"][1].strip()}])
-                else:
-                    rows["prompt"].append(prompt)
-                    rows["chosen"].append(sides["chosen"][1])
-                    rows["rejected"].append(sides["rejected"][1])
-                if max_rows is not None and len(rows["prompt"]) >= max_rows:
-                    break
+                    sides[field] = split_hh_transcript(value)
+                except ValueError as error:
+                    raise ValueError(f"{file}, line {line_number}: field '{field}': {error}") from error
+            if sides["chosen"][0] != sides["rejected"][0]:
+                dropped += 1
+                continue
+            prompt = sides["chosen"][0]
+            if conversational:
+                rows["prompt"].append(_hh_messages(prompt))
+                rows["chosen"].append([{"role": "assistant", "content": sides["chosen"][1].strip()}])
+                rows["rejected"].append([{"role": "assistant", "content": sides["rejected"][1].strip()}])
+            else:
+                rows["prompt"].append(prompt)
+                rows["chosen"].append(sides["chosen"][1])
+                rows["rejected"].append(sides["rejected"][1])
+            if max_rows is not None and len(rows["prompt"]) >= max_rows:
+                break
         if max_rows is not None and len(rows["prompt"]) >= max_rows:
             break
     if dropped:

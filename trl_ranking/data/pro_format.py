@@ -19,18 +19,16 @@ and read by its collator (`train/utils/data_manager.py`):
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
 from .hh_rlhf import _hh_messages
+from .jsonl import PathLike, as_files, iter_jsonl, open_text
 from .ranking import is_messages, ranking_view
 
 
@@ -41,33 +39,6 @@ ASSISTANT_TAG = "<|assistant|>"
 _TAG_TO_HH = {PROMPTER_TAG: "\n\nHuman: ", ASSISTANT_TAG: "\n\nAssistant: "}
 _TAG_TO_ROLE = {PROMPTER_TAG: "user", ASSISTANT_TAG: "assistant"}
 _ROLE_TO_TAG = {"user": PROMPTER_TAG, "assistant": ASSISTANT_TAG}
-
-PathLike = str | os.PathLike
-
-
-def _open_text(path: PathLike, mode: str):
-    """Open a text file, gzipped when its name ends with `.gz`."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, mode + "t", encoding="utf-8")
-
-
-def _iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, record)` for the non-blank lines of a jsonl file; malformed lines raise `ValueError`."""
-    with _open_text(path, "r") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
-
-
-def _as_files(data_files: PathLike | list[PathLike]) -> list[PathLike]:
-    return [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
 
 
 def _is_turn_list(value: Any) -> bool:
@@ -181,8 +152,8 @@ def load_pro_jsonl(
     """
     rows: dict[str, list[Any]] = {"prompt": [], "completions": [], "rewards": []}
     with_rewards: bool | None = None
-    for file in _as_files(data_files):
-        for line_number, record in _iter_jsonl(file):
+    for file in as_files(data_files):
+        for line_number, record in iter_jsonl(file):
             where = f"{file}, line {line_number}"
             suffixes = record.get("suffix")
             if not isinstance(suffixes, list) or not suffixes or not all(isinstance(s, str) for s in suffixes):
@@ -294,7 +265,7 @@ def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_text(path, "w") as handle:
+    with open_text(path, "w") as handle:
         for index, example in enumerate(dataset):
             where = f"row {index}"
             prompt, completions, rewards = ranking_view(example, index)
