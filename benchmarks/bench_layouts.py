@@ -12,8 +12,14 @@ every layout alike. Reported per layout: positions the model processes per step 
 real tokens, median step time, throughput, and memory: the bytes the forward saves for the backward (activation
 memory, any device) and, on CUDA, the peak allocated during the step above the memory held before it.
 
+With `--trainer dove` the same layouts run with DOVETrainer (the reference model run on the fly, in the same layout):
+on the HH-RLHF pairs (`hh`: conditional pairs, one shared prompt, so prefix sharing applies; compare with `dpo+ref`)
+and on joint pairs built from DOVE's Anthropic-helpful SFT rows (`joint`: consecutive rows paired, two different
+templated instructions, which share only the template's opening tokens).
+
 CPU (default; a small Llama-shaped model, a few steps):
     python benchmarks/bench_layouts.py
+    python benchmarks/bench_layouts.py --trainer dove --datasets hh joint --layouts padded prefix prefix+pf pf dpo+ref
 GPU (realistically shaped random-weight model, bf16, SDPA and flex attention):
     python benchmarks/bench_layouts.py --device cuda --model-config qwen2-0.5b --attn sdpa flex_attention \
         --batch-size 8 --max-length 1024 --steps 10
@@ -39,6 +45,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 HH_FILE = REPO / "tests" / "fixtures" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 SPARSE_DIR = REPO / "tests" / "fixtures" / "data" / "sparse-feedback"
+DOVE_SFT_FILE = REPO / "tests" / "fixtures" / "data" / "dove" / "anthropic_helpful" / "val_sft.jsonl"
+DOVE_TEMPLATE = "### Instructions: {}\n\n### Response:"  # the DOVE paper's instruction template
 
 # Model shapes (random weights). Vocabulary: the real model's, fed GPT-2 token ids (a subset), so that the LM head
 # costs what it costs in the real model.
@@ -108,6 +116,26 @@ def select_rows(dataset, tokenizer, max_length: int, count: int, top_n: int | No
     return rows
 
 
+def joint_pair_rows(tokenizer, max_length: int, count: int) -> list[dict]:
+    """Joint pairs from DOVE's Anthropic-helpful SFT rows: consecutive rows that fit in `max_length` tokens, paired
+    in file order (the first of each two chosen: the benchmark needs no real preference), instructions templated."""
+    import json
+
+    sides = []
+    with open(DOVE_SFT_FILE) as f:
+        for line in f:
+            row = json.loads(line)
+            prompt, response = DOVE_TEMPLATE.format(row["instruction"]), " " + row["response"].strip()
+            if len(tokenizer(prompt + response)["input_ids"]) + 1 <= max_length:
+                sides.append((prompt, response))
+            if len(sides) == 2 * count:
+                break
+    return [
+        {"chosen_prompt": a[0], "chosen": a[1], "rejected_prompt": b[0], "rejected": b[1]}
+        for a, b in zip(sides[0::2], sides[1::2])
+    ]
+
+
 class ActivationMeter:
     """Bytes of the tensors the forward saves for the backward (unique storages, weights excluded): the activation
     memory held at the end of the forward, which is where training peaks."""
@@ -173,8 +201,9 @@ class Runner:
             self.activation.append(self.meter.bytes)
             if self.device == "cuda":
                 self.peak.append(torch.cuda.max_memory_allocated() - resting)
-            self.positions.append(batch["input_ids"].numel())
-            self.tokens.append(int(batch["attention_mask"].sum()))
+            # DOVE's packed batches keep the padded rows for DPO's masks; the model runs on the `packed_*` rows
+            self.positions.append(batch.get("packed_input_ids", batch["input_ids"]).numel())
+            self.tokens.append(int(batch.get("packed_attention_mask", batch["attention_mask"]).sum()))
             self.losses.append(float(loss))
 
 
@@ -183,7 +212,7 @@ def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from trl_ranking import PROConfig, PROTrainer
+    from trl_ranking import DOVEConfig, DOVETrainer, PROConfig, PROTrainer
 
     common = dict(
         output_dir=tempfile.mkdtemp(),
@@ -213,26 +242,26 @@ def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 trainer = DPOTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+        elif args.trainer == "dove":
+            config = DOVEConfig(**common, **PRO_LAYOUTS[name])
+            trainer = DOVETrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
         else:
             config = PROConfig(**common, **PRO_LAYOUTS[name])
             trainer = PROTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
-            if (trainer.prefix_sharing, trainer.padding_free) != (
-                PRO_LAYOUTS[name]["prefix_sharing"],
-                PRO_LAYOUTS[name]["padding_free"],
-            ):
-                print(
-                    f"  [{name}] fell back: prefix_sharing={trainer.prefix_sharing} padding_free={trainer.padding_free}"
-                )
+        layout = PRO_LAYOUTS.get(name)
+        if layout is not None and (trainer.prefix_sharing, trainer.padding_free) != tuple(layout.values()):
+            print(f"  [{name}] fell back: prefix_sharing={trainer.prefix_sharing} padding_free={trainer.padding_free}")
         runners[name] = Runner(name, trainer, args.batch_size, args.device)
     return runners
 
 
-def report(title, runners, batch_size, device, baseline="padded"):
+def report(title, runners, batch_size, device, baseline="padded", trainer="pro"):
     median = {name: statistics.median(r.times) for name, r in runners.items()}
     activation = {name: statistics.mean(r.activation) for name, r in runners.items()}
     peak = {name: statistics.mean(r.peak) for name, r in runners.items()} if device == "cuda" else {}
     lines = [f"\n## {title}", ""]
-    header = "| layout | positions/step | real tokens/step | step time (s) | rankings/s | speed-up vs padded | "
+    unit = "pairs/s" if trainer == "dove" else "rankings/s"
+    header = f"| layout | positions/step | real tokens/step | step time (s) | {unit} | speed-up vs padded | "
     header += "activation MiB | vs padded |"
     if peak:
         header += " step peak MiB | vs padded |"
@@ -251,16 +280,18 @@ def report(title, runners, batch_size, device, baseline="padded"):
         if peak:
             cells += [f"{peak[name] / 2**20:,.0f}", f"{peak[name] / peak[baseline]:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    if "dpo" in runners:
+    for dpo, what in (("dpo", "precomputed reference"), ("dpo+ref", "on-the-fly reference")):
+        if dpo not in runners:
+            continue
+        lines.append("")
         for name in runners:
             if not name.startswith("dpo"):
-                lines.append(f"\nper-pair throughput, {name} vs DPOTrainer (precomputed reference): "
-                             f"{median['dpo'] / median[name]:.2f}x")  # fmt: skip
-        if "dpo+ref" in runners:
-            lines.append(f"DPOTrainer on-the-fly reference vs precomputed: {median['dpo'] / median['dpo+ref']:.2f}x")
+                lines.append(f"per-pair throughput, {name} vs DPOTrainer ({what}): {median[dpo] / median[name]:.2f}x")
+    if "dpo" in runners and "dpo+ref" in runners:
+        lines.append(f"DPOTrainer on-the-fly reference vs precomputed: {median['dpo'] / median['dpo+ref']:.2f}x")
     losses = {name: r.losses[0] for name, r in runners.items() if not name.startswith("dpo")}
     spread = max(losses.values()) - min(losses.values())
-    lines.append(f"\nfirst timed step's loss, PRO layouts: {losses} (spread {spread:.2e})")
+    lines.append(f"\nfirst timed step's loss, {trainer.upper()} layouts: {losses} (spread {spread:.2e})")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -273,7 +304,11 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
     parser.add_argument("--attn", nargs="+", default=["sdpa"], help="attention implementations to run")
     parser.add_argument("--layouts", nargs="+", default=["padded", "prefix", "prefix+pf", "dpo", "dpo+ref"])
-    parser.add_argument("--datasets", nargs="+", default=["hh", "sparse"], choices=["hh", "sparse"])
+    parser.add_argument("--trainer", default="pro", choices=["pro", "dove"], help="the trainer of the layouts")
+    parser.add_argument(
+        "--datasets", nargs="+", default=None, choices=["hh", "sparse", "joint"],
+        help="defaults to hh sparse (PRO) or hh joint (DOVE); `sparse` is PRO only, `joint` DOVE only",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sparse-batch-size", type=int, default=None, help="defaults to --batch-size")
     parser.add_argument("--max-length", type=int, default=512)
@@ -286,6 +321,10 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=None, help="also write the report (markdown) to this file")
     args = parser.parse_args(argv)
+    if args.datasets is None:
+        args.datasets = ["hh", "joint"] if args.trainer == "dove" else ["hh", "sparse"]
+    if ("sparse" in args.datasets and args.trainer == "dove") or ("joint" in args.datasets and args.trainer == "pro"):
+        parser.error("`sparse` (rankings) is for --trainer pro, `joint` (joint pairs) for --trainer dove")
     os.environ.setdefault("TQDM_DISABLE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -317,6 +356,10 @@ def main(argv=None):
                     batch_size = args.batch_size
                     rows = select_rows(load_hh_rlhf(HH_FILE), tokenizer, args.max_length, batch_size * steps)
                     kind, title = "pairs", f"HH-RLHF pairs (n=2), batch {batch_size}, {attn}"
+                elif dataset_name == "joint":
+                    batch_size = args.batch_size
+                    rows = joint_pair_rows(tokenizer, args.max_length, batch_size * steps)
+                    kind, title = "joint", f"DOVE joint pairs (Anthropic-helpful SFT rows), batch {batch_size}, {attn}"
                 else:
                     batch_size = args.sparse_batch_size or args.batch_size
                     data = load_sparse_feedback_rankings(SPARSE_DIR)
@@ -329,7 +372,8 @@ def main(argv=None):
                 for step in range(steps):
                     for runner in runners.values():
                         runner.step(step, record=step >= args.warmup)
-                texts.append(report(title, runners, batch_size, args.device))
+                texts.append(report(f"{args.trainer.upper()}: {title}", runners, batch_size, args.device,
+                                    trainer=args.trainer))  # fmt: skip
                 del runners
                 if args.device == "cuda":
                     torch.cuda.empty_cache()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
-from .packing import PackedGroup, build_packed_layout
+from .packing import PackedGroup, build_packed_layout, common_prefix_length
 
 
 @dataclass
@@ -149,6 +149,18 @@ class DataCollatorForJointPreference(DataCollatorMixin):
 
     Rows are truncated to `max_length` before padding, keeping the start (`truncation_mode="keep_start"`) or the end.
 
+    With `prefix_sharing=True` and/or `padding_free=True` the batch also holds a packed layout of the same rows
+    ([`~trl_ranking.packing.build_packed_layout`]), under keys prefixed with `"packed_"`: `packed_input_ids`,
+    `packed_attention_mask`, `packed_position_ids`, `packed_document_ids`, `packed_branch_ids`,
+    `packed_shift_labels`, `packed_score_sequence`, `packed_score_position`, `packed_num_sequences`, and
+    `packed_score_row`/`packed_score_column` (where each scored token's log-probability sits in the padded rows'
+    `[2 * batch, seq - 1]` log-probs). The padded keys above stay (DPO's loss code reads its masks off them); the
+    model runs on the packed rows only. With prefix sharing, a pair whose two (truncated) rows start with the same
+    tokens (the shared prompt of a conditional pair, or a common opening such as a chat template's system turn) is
+    one tree: the common prefix once, then each side's remainder; a pair whose rows share at most one token (a joint
+    pair) is two separate sequences. With `padding_free=True` every sequence of the batch goes into one row, with no
+    padding. Sequences are numbered pair by pair, chosen then rejected (`packed_score_sequence` `2i` and `2i + 1`).
+
     Examples:
     ```python
     >>> from trl_ranking import DataCollatorForJointPreference
@@ -174,6 +186,9 @@ class DataCollatorForJointPreference(DataCollatorMixin):
             [0, 1, 1, 0, 0],
             [0, 0, 0, 1, 1],
             [0, 1, 0, 0, 0]])
+    >>> packed = DataCollatorForJointPreference(pad_token_id=0, prefix_sharing=True, padding_free=True)(examples)
+    >>> packed["packed_input_ids"]  # one row, no padding (a one-token prompt such as [9] shares nothing)
+    tensor([[ 1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11,  9, 12]])
 
     ```
     """
@@ -184,7 +199,11 @@ class DataCollatorForJointPreference(DataCollatorMixin):
     truncation_mode: str = "keep_start"
     pad_to_multiple_of: int | None = None
     return_instruction_info: bool = False
+    prefix_sharing: bool = False
+    padding_free: bool = False
     return_tensors: str = "pt"
+
+    PACKED_PREFIX: ClassVar[str] = "packed_"
 
     def _side(self, example: dict[str, Any], side: str) -> tuple[list[int], list[int]]:
         prompt = example.get(f"{side}_prompt_ids")
@@ -202,6 +221,8 @@ class DataCollatorForJointPreference(DataCollatorMixin):
                 f"Unsupported truncation mode: {self.truncation_mode}, expected 'keep_start' or 'keep_end'."
             )
         input_ids, completion_mask, prompt_mask = [], [], []
+        sequences: list[list[int]] = []  # the truncated rows, chosen rows then rejected rows
+        scored_flags: list[list[int]] = []
         for side in ("chosen", "rejected"):
             for example in examples:
                 prompt, response = self._side(example, side)
@@ -217,6 +238,8 @@ class DataCollatorForJointPreference(DataCollatorMixin):
                     scored[0] = 0
                 if instruction:
                     instruction[0] = 0
+                sequences.append(ids)
+                scored_flags.append(scored)
                 input_ids.append(torch.tensor(ids, dtype=torch.long))
                 completion_mask.append(torch.tensor(scored, dtype=torch.long))
                 prompt_mask.append(torch.tensor(instruction, dtype=torch.long))
@@ -234,4 +257,32 @@ class DataCollatorForJointPreference(DataCollatorMixin):
             output["different_instruction"] = torch.tensor(
                 [self._side(example, "chosen")[0] != self._side(example, "rejected")[0] for example in examples]
             )
+        if self.prefix_sharing or self.padding_free:
+            output.update(self._packed_layout(sequences, scored_flags))
         return output
+
+    def _packed_layout(self, sequences: list[list[int]], scored: list[list[int]]) -> dict[str, torch.Tensor]:
+        """The packed layout of the padded rows `sequences` (chosen rows, then rejected rows), keys prefixed."""
+        batch_size = len(sequences) // 2
+        groups = []
+        for i in range(batch_size):
+            pair = [sequences[i], sequences[batch_size + i]]
+            flags = [scored[i], scored[batch_size + i]]
+            shared = common_prefix_length(*pair) if self.prefix_sharing else 0
+            if shared >= 2:  # the common prefix minus its last token is held once (see `trl_ranking.packing`)
+                groups.append(PackedGroup(pair, flags, prefix_length=shared))
+            else:  # nothing to share: each side its own sequence
+                groups += [PackedGroup([pair[0]], [flags[0]]), PackedGroup([pair[1]], [flags[1]])]
+        layout = build_packed_layout(
+            groups,
+            share_prefix=True,
+            padding_free=self.padding_free,
+            pad_token_id=self.pad_token_id,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_token_index=True,
+        )
+        # Sequence 2i is the chosen row i of the padded layout, 2i + 1 the rejected row batch_size + i
+        sequence = layout["score_sequence"]
+        layout["score_row"] = (sequence % 2) * batch_size + sequence // 2
+        layout["score_column"] = layout.pop("score_token") - 1
+        return {self.PACKED_PREFIX + key: value for key, value in layout.items()}

@@ -38,11 +38,15 @@ nothing else.
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+
+logger = logging.getLogger(__name__)
 
 _MASKED_ATTENTION = ("eager", "sdpa", "flex_attention")
 
@@ -75,6 +79,7 @@ def build_packed_layout(
     padding_free: bool = False,
     pad_token_id: int = 0,
     pad_to_multiple_of: int | None = None,
+    return_token_index: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Lay `groups` out as rows (see the module docstring) and return the packed batch tensors.
 
@@ -82,7 +87,9 @@ def build_packed_layout(
     Returns `input_ids`, `attention_mask` (1 for real tokens, 0 for padding: not what the model is given, see
     `packed_attention_mask`), `position_ids`, `document_ids`, `branch_ids`, `shift_labels` (`[rows, seq]`),
     `score_sequence` and `score_position` (`[scored tokens]`: the sequence and the flat position `row * seq + column`
-    of each scored token) and `num_sequences` (`[1]`).
+    of each scored token) and `num_sequences` (`[1]`). With `return_token_index=True`, also `score_token`
+    (`[scored tokens]`: the index of each scored token in its own sequence, so that `(sequence, score_token - 1)` is
+    where its log-probability sits in the padded layout's `log_probs`; see `scatter_to_padded`).
 
     Examples:
     ```python
@@ -110,6 +117,7 @@ def build_packed_layout(
 
     rows: list[dict[str, list[int]]] = []
     scores: list[tuple[int, int, int]] = []  # (sequence, row, column)
+    token_index: list[int] = []  # index of each scored token in its own sequence
     sequence_index = 0
     for document, group in enumerate(units):
         if padding_free and rows:
@@ -150,6 +158,7 @@ def build_packed_layout(
                 column = start + j - 1 if j - 1 < root_length else branch_start + j - 1 - root_length
                 row["labels"][column] = sequence[j]
                 scores.append((sequence_index, row_index, column))
+                token_index.append(j)
             sequence_index += 1
 
     length = max((len(row["ids"]) for row in rows), default=0)
@@ -161,7 +170,7 @@ def build_packed_layout(
         return torch.tensor([row[key] + [fill] * (length - len(row[key])) for row in rows], dtype=torch.long)
 
     document_ids = tensor("doc", -1)
-    return {
+    output = {
         "input_ids": tensor("ids", pad_token_id),
         "attention_mask": (document_ids >= 0).long(),
         "position_ids": tensor("pos", 0),
@@ -172,6 +181,19 @@ def build_packed_layout(
         "score_position": torch.tensor([r * length + c for _, r, c in scores], dtype=torch.long),
         "num_sequences": torch.tensor([sequence_index], dtype=torch.long),
     }
+    if return_token_index:
+        output["score_token"] = torch.tensor(token_index, dtype=torch.long)
+    return output
+
+
+def common_prefix_length(first: list[int], second: list[int]) -> int:
+    """Number of leading tokens `first` and `second` have in common."""
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -228,6 +250,54 @@ def packing_unsupported_reason(model, prefix_sharing: bool) -> str | None:
     if "position_ids" not in inspect.signature(type(base).forward).parameters:
         return "the model takes no `position_ids` (e.g. ALiBi models derive positions from the padding mask)"
     return None
+
+
+def choose_layout(
+    models: list,
+    prefix_sharing: bool | None,
+    padding_free: bool,
+    aux_loss_enabled: bool = False,
+    stacklevel: int = 3,
+) -> tuple[bool, bool]:
+    """`(prefix_sharing, padding_free)` to use with `models` (all the models that score a batch: policy, reference).
+
+    `prefix_sharing=None` turns prefix sharing on wherever it is exact (quietly off otherwise), `True` asks for it
+    and falls back with a warning where it is not exact, `False` keeps it off; `padding_free=True` falls back with a
+    warning where it is not exact. With the MoE router auxiliary loss (`aux_loss_enabled`) neither is exact: that loss
+    is computed over every token of every padded row. This is the rule `PROTrainer` applies.
+    """
+
+    def unsupported(share: bool) -> str | None:
+        if aux_loss_enabled:
+            return (
+                "the Mixture-of-Experts router auxiliary loss is computed over every token of every padded row "
+                "(a shared prompt would count once), so it would change"
+            )
+        for model in models:
+            reason = packing_unsupported_reason(model, prefix_sharing=share)
+            if reason is not None:
+                return reason
+        return None
+
+    share = prefix_sharing is not False
+    if share and (reason := unsupported(True)) is not None:
+        share = False
+        if prefix_sharing:
+            warnings.warn(
+                f"`prefix_sharing=True` is not exact for this model and falls back to the padded layout: {reason}.",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+        else:
+            logger.info("Prefix sharing is off (padded layout): %s.", reason)
+    if padding_free and (reason := unsupported(share)) is not None:
+        padding_free = False
+        warnings.warn(
+            f"`padding_free=True` is not exact for this model and falls back to padded rows: {reason}.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    return share, padding_free
 
 
 def _sliding_windows(model) -> tuple[int | None, bool]:
@@ -372,3 +442,31 @@ def packed_token_log_probs(model, layout: dict[str, torch.Tensor], **model_kwarg
         num_sequences=int(layout["num_sequences"].sum()),
         outputs=outputs,
     )
+
+
+# Per-token fields of TRL's `FusedCausalLMOutput`, each `[rows, seq - 1]` in the padded layout
+_FUSED_PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+def scatter_to_padded(outputs, position: torch.Tensor, row: torch.Tensor, column: torch.Tensor, shape):
+    """Re-lay a packed forward's fused-head outputs as the padded layout's: a `FusedCausalLMOutput` of `[rows, seq-1]`.
+
+    `position` is the flat packed position of each scored `(sequence, token)` pair (`score_position`), `row` the
+    padded row of its sequence and `column` its token index minus one (`score_token - 1`): where the padded forward
+    puts that token's log-probability. Every per-token field is gathered at the scored positions and scattered there,
+    zero elsewhere, as the fused head leaves the unlabelled positions of a padded forward; a packed position that
+    counts for two sequences (a shared prefix token scored for both) is gathered twice, and its gradient is the sum
+    of both uses. `loss` is recomputed over the padded positions (the mean NLL of the scored tokens), `label_mask`
+    marks them, `aux_loss` is the packed forward's.
+    """
+    index = (row, column)
+    fields = {}
+    for name in _FUSED_PER_TOKEN_FIELDS:
+        value = getattr(outputs, name, None)
+        if value is not None:
+            fields[name] = value.new_zeros(shape).index_put(index, value.reshape(-1)[position])
+    scored = torch.ones(position.shape, dtype=torch.bool, device=position.device)
+    fields["label_mask"] = torch.zeros(shape, dtype=torch.bool, device=position.device).index_put(index, scored)
+    fields["loss"] = -fields["log_probs"].sum() / fields["label_mask"].sum().clamp(min=1)
+    fields["aux_loss"] = getattr(outputs, "aux_loss", None)
+    return type(outputs)(**fields)

@@ -29,6 +29,27 @@ class DOVEConfig(DPOConfig):
             leaves no response token under `max_length` raises a `ValueError` (DPO drops such rows silently). With
             DPO's deprecated `truncation_mode="keep_end"`, rows are cut from the start instead, instruction first.
 
+        > Parameters that control the batch layout (see `trl_ranking.packing`)
+
+        prefix_sharing (`bool` or `None`, *optional*, defaults to `None`):
+            Process the common start of a pair's two rows once (the shared prompt of a conditional pair): one row
+            holding it once, then each side's remainder, position ids restarting where it ends and an attention mask
+            in which each side sees the shared part and its own tokens only. A joint pair whose rows share at most one
+            token is laid out as two sequences. The policy and the reference forward use the same layout, and the
+            log-probabilities are put back in the padded layout's places, so DPO's loss (every `loss_type`) and
+            metrics see exactly what they see with padded rows: `logps/*` still include a shared instruction once
+            per side. Exact with eager, SDPA and flex attention. `None` (the default) turns it on wherever it is
+            exact and off otherwise (flash attention, prompt-learning PEFT, models with recurrent or linear-attention
+            layers or without `position_ids`, MoE models with the router auxiliary loss, a custom data collator);
+            `True` asks for it and falls back to the padded layout with a warning where it is not exact; `False`
+            keeps TRL's padded layout.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Pack all the sequences of a batch into one row with no padding (a block-diagonal attention mask; with
+            prefix sharing, each shared prompt once too). DPO's own flag, which `DPOTrainer` currently disables:
+            implemented here. Exact with eager, SDPA and flex attention, and with flash attention without prefix
+            sharing. Fastest with flex attention, whose kernels skip the masked blocks; eager and SDPA attend over the
+            whole packed row, so their attention cost grows with the square of the batch's total length.
+
     > [!NOTE]
     > The paper's recipe (Mistral-7B in 4 bits with LoRA r=8, alpha=16, dropout 0.05) uses `beta=0.1` (the default),
     > `learning_rate=5e-5` with a cosine schedule and 100 warmup steps; those are LoRA settings, so the defaults here stay
@@ -45,6 +66,23 @@ class DOVEConfig(DPOConfig):
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "If set, instructions longer than this many tokens are truncated from the left."},
+    )
+
+    prefix_sharing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Process the common start of a pair's two rows (a shared prompt) once, with a tree attention mask. "
+            "None (default): on wherever exact (eager, SDPA, flex attention), else off. True: on, falling back to the "
+            "padded layout with a warning where not exact. False: TRL's padded layout."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack all sequences of a batch into one row with no padding (block-diagonal mask). Exact with "
+            "eager, SDPA and flex attention (fastest: it skips masked blocks), and with flash attention without "
+            "prefix sharing."
+        },
     )
 
     def __post_init__(self):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ from trl.data_utils import extract_prompt
 from trl.trainer.utils import get_config_model_id, global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
+from ..packing import choose_layout, packed_token_log_probs, scatter_to_padded
 from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
 from ..trainer_utils import DPOTrainerFixesMixin, reference_batches
 from .config import DOVEConfig
@@ -129,6 +131,43 @@ class _OutputRecorder:
         return getattr(self.model, name)
 
 
+def _pop_layout(inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """Take the packed layout (`DataCollatorForJointPreference`'s `packed_*` keys) out of `inputs`, unprefixed."""
+    prefix = DataCollatorForJointPreference.PACKED_PREFIX
+    keys = [key for key in inputs if key.startswith(prefix)]
+    if not keys:
+        return None
+    return {key[len(prefix) :]: inputs.pop(key) for key in keys}
+
+
+class _PackedForward:
+    """Callable stand-in for a model that DPO's code calls with the padded rows: it runs the model on the packed rows of
+    the same batch instead, and returns the fused-head outputs re-laid-out as the padded forward's (`[2 * batch,
+    seq - 1]`, zero where nothing is scored; see `trl_ranking.packing.scatter_to_padded`). DPO's loss (every
+    `loss_type`, `ld_alpha`, `use_weighting`), its reference log-probs and its metrics then read exactly the values of
+    the padded layout, up to float rounding.
+    """
+
+    def __init__(self, model: torch.nn.Module, layout: dict[str, torch.Tensor]):
+        self.model = model
+        self.layout = layout
+
+    def __call__(
+        self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, use_cache=None, **kwargs
+    ):
+        if not fused_lm_head:
+            # DPO's `return_outputs=True` path recomputes the logits of the padded rows: run those rows as they are
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache, **kwargs)
+        # `labels` (the padded rows' tokens where `completion_mask` is 1) are the layout's `shift_labels`, laid out
+        packed = packed_token_log_probs(self.model, self.layout, **kwargs)
+        shape = (input_ids.shape[0], input_ids.shape[1] - 1)
+        layout = self.layout
+        return scatter_to_padded(packed.outputs, packed.position, layout["score_row"], layout["score_column"], shape)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
 class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for joint preference optimization (DOVE), from the paper [Comparing Bad Apples to Good Oranges: Aligning
@@ -145,6 +184,11 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
     collator change (the collator marks the instruction tokens as scored), so every DPO `loss_type` working on
     chosen/rejected log-ratios, the reference model, the PEFT adapter switched off as reference and
     `precompute_ref_log_probs` work as in DPO. A DPO dataset trains unchanged as conditional pairs.
+
+    Each shared prompt is processed once by default (`DOVEConfig.prefix_sharing`, wherever that is exact), and
+    `DOVEConfig.padding_free=True` packs a whole batch into one row with no padding; the policy and the reference run
+    on the same packed rows, and the loss, gradients and metrics are those of the padded layout (see
+    `trl_ranking.packing`).
 
     Logged metrics are DPO's (there `logps/*` and `rewards/*` are joint: they include the instruction), plus
     `joint/different_instructions`, the fraction of pairs whose two tokenized instructions differ, and, with
@@ -255,6 +299,10 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
             model_id = model if isinstance(model, str) else get_config_model_id(model.config)
             processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
         tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+        # The layout (prefix sharing, padding-free) is set on the default collator once the models are loaded
+        # (`_resolve_layout`); a collator passed in decides the layout itself
+        self._layout_collator = None
+        self._layout_resolved = False
         if data_collator is None:
             pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
             if pad_token not in tokenizer.get_vocab():
@@ -271,20 +319,60 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 return_instruction_info=True,
             )
-        super().__init__(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
+            self._layout_collator = data_collator
+        # `DPOTrainer.__init__` turns `padding_free` off with a warning; DOVE implements it, so hide it from the parent
+        self._padding_free_requested = args.padding_free
+        args.padding_free = False
+        try:
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
+        finally:
+            args.padding_free = self._padding_free_requested
+        self._resolve_layout()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Layout. Replaces DPO's padded-only batches (its `padding_free` is disabled) with the packed layouts of
+    # `trl_ranking.packing` where they are exact.
+    # ------------------------------------------------------------------------------------------------------------------
+    def _resolve_layout(self) -> None:
+        """Choose prefix sharing / padding-free for the policy and the reference and set them on the default collator.
+
+        Called once the models exist: at the end of `__init__`, or earlier by the reference precompute, which runs
+        inside `DPOTrainer.__init__` (so the precomputed reference log-probs come from the training layout).
+        """
+        if self._layout_resolved:
+            return
+        self._layout_resolved = True
+        collator = self._layout_collator
+        if collator is None:
+            if self.args.prefix_sharing or self._padding_free_requested:
+                warnings.warn(
+                    "`prefix_sharing`/`padding_free` are options of the default collator; with a `data_collator` "
+                    "passed in, the batches keep the layout that collator gives them.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.prefix_sharing = bool(getattr(self.data_collator, "prefix_sharing", False))
+            self.padding_free = bool(getattr(self.data_collator, "padding_free", False))
+            return
+        models = [self.model] + ([self.ref_model] if self.ref_model is not None else [])
+        prefix_sharing, padding_free = choose_layout(
+            models, self.args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
         )
+        collator.prefix_sharing = self.prefix_sharing = prefix_sharing
+        collator.padding_free = self.padding_free = padding_free
 
     # ------------------------------------------------------------------------------------------------------------------
     # Data. Replaces `DPOTrainer._prepare_dataset` (one shared prompt, rows whose prompt fills `max_length` silently
@@ -375,10 +463,12 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
             self._signature_columns = list(_PREPARED_COLUMNS)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Reference and loss: DPO's, unchanged. The overrides only take the DOVE metric keys out of the batch (DPO passes
-    # every key it does not know to the model) and log the DOVE metrics from the policy forward DPO already runs.
+    # Reference and loss: DPO's, unchanged. The overrides take the DOVE metric keys and the packed layout out of the
+    # batch (DPO passes every key it does not know to the model), hand DPO's code a `_PackedForward` stand-in for the
+    # model when the batch is packed, and log the DOVE metrics from the policy forward DPO already runs.
     # ------------------------------------------------------------------------------------------------------------------
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+        self._resolve_layout()  # runs inside `DPOTrainer.__init__`: the reference forwards use the training layout
         # DPO shares the precomputed values through a cache file next to the dataset. An in-memory dataset has a
         # per-process temporary cache dir, so on several processes each process adds the gathered values itself.
         if isinstance(dataset, IterableDataset) or dataset.cache_files or self.accelerator.num_processes == 1:
@@ -391,8 +481,12 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
 
     def compute_ref_log_probs(self, model, inputs):
-        # Replaces nothing of DPO's computation: removes the metric keys that DPO would forward to the model
+        # Replaces nothing of DPO's computation: removes the metric keys that DPO would forward to the model, and runs
+        # a packed batch's rows through `_PackedForward` (DPO then sums the log-probs it returns, as for padded rows)
         inputs = {key: value for key, value in inputs.items() if key not in _INSTRUCTION_INFO_KEYS}
+        layout = _pop_layout(inputs)
+        if layout is not None:
+            model = _PackedForward(model, layout)
         return super().compute_ref_log_probs(model, inputs)
 
     def _compute_loss(self, model, inputs, return_outputs):
@@ -402,8 +496,23 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         inputs = dict(inputs)
         prompt_mask = inputs.pop("prompt_mask", None)
         different_instruction = inputs.pop("different_instruction", None)
-        recorder = _OutputRecorder(model)
-        result = super()._compute_loss(recorder, inputs, return_outputs)
+        layout = _pop_layout(inputs)
+        recorder = _OutputRecorder(model if layout is None else _PackedForward(model, layout))
+        if layout is None or self.precompute_ref_logps:
+            result = super()._compute_loss(recorder, inputs, return_outputs)
+        else:
+            # DPO's `_compute_loss` runs the reference inline, on `self.ref_model` (or `self.model` with the adapter
+            # off) and the padded rows, which no stand-in reaches. So the same reference forward runs first on the
+            # packed rows, through DPO's `compute_ref_log_probs` (same model choice, adapter switch, no-grad,
+            # `ld_alpha`), and DPO's precomputed-reference branch takes the values for the duration of the call.
+            reference = _PackedForward(self.ref_model if self.ref_model is not None else self.model, layout)
+            ref_chosen, ref_rejected = super().compute_ref_log_probs(reference, inputs)
+            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = ref_chosen, ref_rejected
+            self.precompute_ref_logps = True
+            try:
+                result = super()._compute_loss(recorder, inputs, return_outputs)
+            finally:
+                self.precompute_ref_logps = False
 
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
