@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 from trl import DPOTrainer
+from trl.trainer.utils import get_config_model_id
 
 
 class DPOTrainerFixesMixin:
@@ -86,3 +87,57 @@ def reference_batches(trainer, dataset, batch_size: int, name: str):
         disable=bool(os.environ.get("TQDM_DISABLE", "")),
     ):
         yield model, batch
+
+
+def trainer_config(args, config_cls: type, model, suffix: str):
+    """`args`, or `config_cls`'s defaults named after the model as `DPOTrainer` does, checked to be a `config_cls`."""
+    if args is None:
+        model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+        return config_cls(f"{model_name.split('/')[-1]}-{suffix}")
+    if not isinstance(args, config_cls):
+        name = config_cls.__name__
+        raise TypeError(
+            f"`args` must be a `{name}`, got `{type(args).__name__}`. A `DPOConfig`'s training arguments carry over: "
+            f"`{name}(**{{k: v for k, v in dpo_args.to_dict().items() if k in {name}.__dataclass_fields__}})`."
+        )
+    return args
+
+
+def resolve_tokenizer(model, processing_class, args):
+    """The processing class (loaded from the model when `None`) and its tokenizer, with a pad token set.
+
+    The collators need the pad token id before `DPOTrainer.__init__` runs, so this resolves, ahead of it, what
+    `DPOTrainer` would: `args.pad_token`, else the tokenizer's, else its EOS token.
+    """
+    from transformers import AutoProcessor, ProcessorMixin
+
+    if processing_class is None:
+        model_id = model if isinstance(model, str) else get_config_model_id(model.config)
+        processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
+    tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+    pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
+    if pad_token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"The specified `pad_token` ('{pad_token}') is not found in the vocabulary of the given "
+            f"`processing_class` ({type(processing_class).__name__})."
+        )
+    tokenizer.pad_token = pad_token
+    return processing_class, tokenizer
+
+
+@contextlib.contextmanager
+def overridden_config(args, **values):
+    """Set fields of `args` for the duration of the block (`DPOTrainer.__init__`), then restore them.
+
+    Used to keep `DPOTrainer.__init__` from acting on flags that the subclass implements itself: `padding_free`,
+    which it would switch off with a warning, and, for reference-free PRO, `precompute_ref_log_probs=True`, the one
+    condition under which it does not load a copy of the policy as reference model.
+    """
+    saved = {name: getattr(args, name) for name in values}
+    for name, value in values.items():
+        setattr(args, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(args, name, value)

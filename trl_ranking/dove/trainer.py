@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import (
-    AutoProcessor,
     BitsAndBytesConfig,
     DataCollator,
     PreTrainedModel,
@@ -20,12 +19,18 @@ from transformers import (
 from transformers.trainer_utils import EvalPrediction
 from trl import DPOTrainer
 from trl.data_utils import extract_prompt
-from trl.trainer.utils import get_config_model_id, global_then_local_main_first
+from trl.trainer.utils import global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
 from ..packing import choose_layout, packed_token_log_probs, scatter_to_padded
 from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
-from ..trainer_utils import DPOTrainerFixesMixin, reference_batches
+from ..trainer_utils import (
+    DPOTrainerFixesMixin,
+    overridden_config,
+    reference_batches,
+    resolve_tokenizer,
+    trainer_config,
+)
 from .config import DOVEConfig
 
 
@@ -281,14 +286,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         quantization_config: BitsAndBytesConfig | None = None,
         peft_config=None,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = DOVEConfig(f"{model_name.split('/')[-1]}-DOVE")
-        elif not isinstance(args, DOVEConfig):
-            raise TypeError(
-                f"`args` must be a `DOVEConfig`, got `{type(args).__name__}`. A `DPOConfig`'s training arguments carry "
-                "over: `DOVEConfig(**{k: v for k, v in dpo_args.to_dict().items() if k in DOVEConfig.__dataclass_fields__})`."
-            )
+        args = trainer_config(args, DOVEConfig, model, "DOVE")
         if train_dataset is not None:
             sample = next(iter(train_dataset))
             if "image" in sample or "images" in sample:
@@ -296,23 +294,12 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                     "DOVETrainer supports text datasets only; this one has an 'image' or 'images' column."
                 )
 
-        # The collator needs the pad token before `DPOTrainer.__init__`, so resolve the tokenizer here (as DPO does)
-        if processing_class is None:
-            model_id = model if isinstance(model, str) else get_config_model_id(model.config)
-            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
-        tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
+        processing_class, tokenizer = resolve_tokenizer(model, processing_class, args)
         # The layout (prefix sharing, padding-free) is set on the default collator once the models are loaded
         # (`_resolve_layout`); a collator passed in decides the layout itself
         self._layout_collator = None
         self._layout_resolved = False
         if data_collator is None:
-            pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
-            if pad_token not in tokenizer.get_vocab():
-                raise ValueError(
-                    f"The specified `pad_token` ('{pad_token}') is not found in the vocabulary of the given "
-                    f"`processing_class` ({type(processing_class).__name__})."
-                )
-            tokenizer.pad_token = pad_token
             data_collator = DataCollatorForJointPreference(
                 pad_token_id=tokenizer.pad_token_id,
                 joint=args.joint,
@@ -322,10 +309,9 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 return_instruction_info=True,
             )
             self._layout_collator = data_collator
-        # `DPOTrainer.__init__` turns `padding_free` off with a warning; DOVE implements it, so hide it from the parent
         self._padding_free_requested = args.padding_free
-        args.padding_free = False
-        try:
+        # DOVE implements `padding_free`; DPOTrainer would switch it off with a warning
+        with overridden_config(args, padding_free=False):
             super().__init__(
                 model=model,
                 ref_model=ref_model,
@@ -340,8 +326,6 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 quantization_config=quantization_config,
                 peft_config=peft_config,
             )
-        finally:
-            args.padding_free = self._padding_free_requested
         self._resolve_layout()
 
     # ------------------------------------------------------------------------------------------------------------------

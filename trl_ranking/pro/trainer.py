@@ -15,7 +15,6 @@ from datasets import Dataset, IterableDataset, concatenate_datasets
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers import (
-    AutoProcessor,
     BitsAndBytesConfig,
     DataCollator,
     PreTrainedModel,
@@ -27,7 +26,7 @@ from transformers.trainer_utils import EvalPrediction
 from trl import DPOTrainer
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_config_model_id, global_then_local_main_first, use_adapter
+from trl.trainer.utils import global_then_local_main_first, use_adapter
 
 from ..collators import DataCollatorForRanking
 from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
@@ -40,7 +39,13 @@ from ..packing import (
 )
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
 from ..tokenization import chat_template_kwargs_of, is_empty_text, tokenize_prompt_completions
-from ..trainer_utils import DPOTrainerFixesMixin, reference_batches
+from ..trainer_utils import (
+    DPOTrainerFixesMixin,
+    overridden_config,
+    reference_batches,
+    resolve_tokenizer,
+    trainer_config,
+)
 from .bootstrap import SelfBootstrapper
 from .config import PROConfig
 
@@ -237,14 +242,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         reward_model: Callable | PreTrainedModel | str | None = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = PROConfig(f"{model_name.split('/')[-1]}-PRO")
-        elif not isinstance(args, PROConfig):
-            raise TypeError(
-                f"`args` must be a `PROConfig`, got `{type(args).__name__}`. A `DPOConfig`'s training arguments carry "
-                "over: `PROConfig(**{k: v for k, v in dpo_args.to_dict().items() if k in PROConfig.__dataclass_fields__})`."
-            )
+        args = trainer_config(args, PROConfig, model, "PRO")
         if ref_model is not None and not args.reference_normalized:
             raise ValueError(
                 "A `ref_model` was passed but `args.reference_normalized` is False: the default PRO score is "
@@ -264,13 +262,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             )
         self.bootstrapper = None
 
-        # The collator needs the pad token before `DPOTrainer.__init__`, so resolve the tokenizer here
-        if processing_class is None:
-            model_id = model if isinstance(model, str) else get_config_model_id(model.config)
-            processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
-        tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        processing_class, tokenizer = resolve_tokenizer(model, processing_class, args)
         # The layout (prefix sharing, padding-free) is set on the default collator once the model is loaded
         # (`_resolve_layout`); a collator passed in decides the layout itself
         self._layout_collator = None
@@ -287,13 +279,11 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         # PEFT is used or `precompute_ref_log_probs` is set, so the flag is raised for the duration of the parent
         # constructor (our `_precompute_ref_logps` is then a no-op) and lowered again afterwards.
         uses_peft = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
-        suppress_reference = not args.reference_normalized and not args.precompute_ref_log_probs and not uses_peft
-        if suppress_reference:
-            args.precompute_ref_log_probs = True
-        # `DPOTrainer.__init__` turns `padding_free` off with a warning; PRO implements it, so hide it from the parent
+        overrides = {"padding_free": False}  # PRO implements it; DPOTrainer would switch it off with a warning
+        if not args.reference_normalized and not args.precompute_ref_log_probs and not uses_peft:
+            overrides["precompute_ref_log_probs"] = True
         self._padding_free_requested = args.padding_free
-        args.padding_free = False
-        try:
+        with overridden_config(args, **overrides):
             super().__init__(
                 model=model,
                 ref_model=ref_model,
@@ -308,10 +298,6 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
                 quantization_config=quantization_config,
                 peft_config=peft_config,
             )
-        finally:
-            if suppress_reference:
-                args.precompute_ref_log_probs = False
-            args.padding_free = self._padding_free_requested
         self.precompute_ref_logps = args.precompute_ref_log_probs
         if not args.reference_normalized:
             self.ref_model = None
