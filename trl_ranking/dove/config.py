@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
+from ..config_utils import check_max_prompt_length
+
 
 @dataclass
 class DOVEConfig(DPOConfig):
@@ -87,14 +89,4 @@ class DOVEConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(f"`max_prompt_length` must be a positive integer, got {self.max_prompt_length}.")
-        if (
-            self.max_prompt_length is not None
-            and self.max_length is not None
-            and self.max_prompt_length >= self.max_length
-        ):
-            raise ValueError(
-                f"`max_prompt_length` ({self.max_prompt_length}) must be smaller than `max_length` ({self.max_length}) "
-                "so that every response keeps at least one token."
-            )
+        check_max_prompt_length(self.max_prompt_length, self.max_length)

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
+from ..config_utils import check_max_prompt_length
+
 
 @dataclass
 class PROConfig(DPOConfig):
@@ -173,17 +175,7 @@ class PROConfig(DPOConfig):
             raise ValueError(f"`sft_weight` must be >= 0, got {self.sft_weight}.")
         if self.ranking_eps < 0:
             raise ValueError(f"`ranking_eps` must be >= 0, got {self.ranking_eps}.")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            raise ValueError(f"`max_prompt_length` must be a positive integer, got {self.max_prompt_length}.")
-        if (
-            self.max_prompt_length is not None
-            and self.max_length is not None
-            and self.max_prompt_length >= self.max_length
-        ):
-            raise ValueError(
-                f"`max_prompt_length` ({self.max_prompt_length}) must be smaller than `max_length` ({self.max_length}) "
-                "so that every candidate keeps at least one token."
-            )
+        check_max_prompt_length(self.max_prompt_length, self.max_length)
         unsupported = {
             "loss_type": (self.loss_type, ["sigmoid"]),
             "loss_weights": (self.loss_weights, None),
