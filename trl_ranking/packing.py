@@ -264,7 +264,7 @@ def choose_layout(
     `prefix_sharing=None` turns prefix sharing on wherever it is exact (quietly off otherwise), `True` asks for it
     and falls back with a warning where it is not exact, `False` keeps it off; `padding_free=True` falls back with a
     warning where it is not exact. With the MoE router auxiliary loss (`aux_loss_enabled`) neither is exact: that loss
-    is computed over every token of every padded row. This is the rule `PROTrainer` applies.
+    is computed over every token of every padded row. This is the rule both trainers apply.
     """
 
     def unsupported(share: bool) -> str | None:

@@ -32,10 +32,10 @@ from ..collators import DataCollatorForRanking
 from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
 from ..packing import (
     PackedTokenLogProbs,
+    choose_layout,
     is_packed,
     packed_attention_mask,
     packed_token_log_probs,
-    packing_unsupported_reason,
 )
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
 from ..tokenization import chat_template_kwargs_of, is_empty_text, tokenize_prompt_completions
@@ -334,38 +334,9 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         models = [self.model]
         if args.reference_normalized and self.ref_model is not None:
             models.append(self.ref_model)
-
-        def unsupported(prefix_sharing: bool) -> str | None:
-            if self.aux_loss_enabled:
-                return (
-                    "the Mixture-of-Experts router auxiliary loss is computed over every token of every padded row "
-                    "(a shared prompt would count once), so it would change"
-                )
-            for model in models:
-                reason = packing_unsupported_reason(model, prefix_sharing=prefix_sharing)
-                if reason is not None:
-                    return reason
-            return None
-
-        prefix_sharing = args.prefix_sharing is not False
-        if prefix_sharing and (reason := unsupported(prefix_sharing=True)) is not None:
-            prefix_sharing = False
-            if args.prefix_sharing:
-                warnings.warn(
-                    f"`prefix_sharing=True` is not exact for this model and falls back to the padded layout: {reason}.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            else:
-                logger.info("Prefix sharing is off (padded layout): %s.", reason)
-        padding_free = self._padding_free_requested
-        if padding_free and (reason := unsupported(prefix_sharing=prefix_sharing)) is not None:
-            padding_free = False
-            warnings.warn(
-                f"`padding_free=True` is not exact for this model and falls back to padded rows: {reason}.",
-                UserWarning,
-                stacklevel=3,
-            )
+        prefix_sharing, padding_free = choose_layout(
+            models, args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
+        )
         collator.prefix_sharing = self.prefix_sharing = prefix_sharing
         collator.padding_free = self.padding_free = padding_free
 
