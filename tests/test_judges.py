@@ -11,9 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from trl_ranking.assets import make_tiny_reward_model
 from trl_ranking.judges import (
     DOVE_CONDITIONAL_PROMPT,
     DOVE_JOINT_PROMPT,
@@ -24,6 +23,13 @@ from trl_ranking.judges import (
     validate_judgement,
 )
 from trl_ranking.rewards import RewardModelScorer
+
+
+def make_reward_model(seed: int):
+    """A tiny random reward model (a 2-layer Llama sequence classifier), as freshly built: in training mode."""
+    return make_tiny_reward_model(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, seed=seed
+    ).train()
 
 
 # --- validate_judgement and parse_judgement ---------------------------------------------------------------------
@@ -106,18 +112,7 @@ def test_reward_model_judge_with_a_scorer_callable():
 
 
 def test_reward_model_judge_with_a_reward_model(tokenizer):
-    config = LlamaConfig(
-        vocab_size=50257,
-        num_labels=1,
-        pad_token_id=50256,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config)
+    model = make_reward_model(seed=0)
     judge = RewardModelJudge(model, tokenizer, batch_size=3, max_length=64)
     assert isinstance(judge.scorer, RewardModelScorer) and judge.scorer.batch_size == 3
     pairs = [
@@ -397,18 +392,7 @@ def test_reward_model_judge_builds_joint_pairs(tokenizer):
 
     with open(DOVE_DIR / "anthropic_helpful" / "val_sft.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle][:40]
-    config = LlamaConfig(
-        vocab_size=50257,
-        num_labels=1,
-        pad_token_id=50256,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-    )
-    torch.manual_seed(1)
-    judge = RewardModelJudge(LlamaForSequenceClassification(config), tokenizer, batch_size=16, max_length=128)
+    judge = RewardModelJudge(make_reward_model(seed=1), tokenizer, batch_size=16, max_length=128)
     pairs, stats = build_joint_pairs(rows, judge, seed=0, return_stats=True)
     scores = judge.scorer([row["instruction"] for row in rows], [row["response"] for row in rows])
     score_of = {row["instruction"]: score for row, score in zip(rows, scores)}

@@ -10,26 +10,15 @@ import torch
 from conftest import DOVE_DIR
 from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-from trl_ranking.assets import SIMPLE_CHAT_TEMPLATE, bundled_tokenizer_path
+from trl_ranking.assets import SIMPLE_CHAT_TEMPLATE, bundled_tokenizer_path, make_tiny_reward_model
 from trl_ranking.rewards import RewardModelScorer
 
 
 def make_reward_model(seed: int = 0) -> LlamaForSequenceClassification:
-    config = LlamaConfig(
-        vocab_size=50257,
-        num_labels=1,
-        pad_token_id=50256,
-        bos_token_id=50256,
-        eos_token_id=50256,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=2048,
+    model = make_tiny_reward_model(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, seed=seed
     )
-    torch.manual_seed(seed)
-    return LlamaForSequenceClassification(config)
+    return model.train()  # as a freshly built model: the scorer must switch to eval mode itself
 
 
 @pytest.fixture(scope="module")

@@ -366,22 +366,10 @@ def test_qlora_samples_with_the_adapter_active(tmp_path, tokenizer, monkeypatch)
 
 
 def test_sequence_classification_reward_model_on_conversational_rows(tmp_path, tiny_model_path, chat_tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
+    from trl_ranking.assets import make_tiny_reward_model
     from trl_ranking.rewards import RewardModelScorer
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(chat_tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=32,
-        num_labels=1,
-        pad_token_id=chat_tokenizer.pad_token_id,
-    )
-    reward_model = LlamaForSequenceClassification(config)
+    reward_model = make_tiny_reward_model(vocab_size=len(chat_tokenizer)).train()
     rows = [
         {
             "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
