@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import requires_cuda
 from datasets import Dataset
+from tiny_models import cpu_test_config
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from trl_ranking import DataCollatorForRanking, PROConfig, PROTrainer
@@ -39,21 +40,13 @@ LAYOUTS = {
 
 def make_config(tmp_path, **overrides) -> PROConfig:
     values = dict(
-        output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=3,
         max_length=MAX_LENGTH,
         max_prompt_length=MAX_PROMPT_LENGTH,
-        gradient_checkpointing=False,
-        bf16=False,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
         prefix_sharing=False,
     )
     values.update(overrides)
-    return PROConfig(**values)
+    return cpu_test_config(PROConfig, tmp_path, **values)
 
 
 def ranking_rows(hh_pairs, sizes=(2, 4, 3), with_rewards: bool = True) -> list[dict]:

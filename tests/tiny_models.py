@@ -27,3 +27,20 @@ def direct_reward(model, tokenizer, prompt: str, completion: str) -> float:
     ids = tokenizer(prompt)["input_ids"] + tokenizer(completion, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+
+
+def cpu_test_config(config_cls, tmp_path, **overrides):
+    """A trainer config for fast CPU tests: no bf16, no gradient checkpointing, no reporting, no checkpoints, a log
+    every step. `overrides` set (or replace) any field."""
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    values.update(overrides)
+    return config_cls(**values)

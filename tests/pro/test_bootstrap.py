@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from tiny_models import cpu_test_config
 
 from trl_ranking import PROConfig, PROTrainer
 from trl_ranking.pro import bootstrap as bootstrap_module
@@ -45,25 +46,17 @@ def make_rows(num_rows: int) -> list[dict]:
 
 def make_config(tmp_path, **overrides) -> PROConfig:
     values = dict(
-        output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=2,
         max_length=64,
         max_prompt_length=40,
-        bf16=False,
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1,
-        save_strategy="no",
         learning_rate=1e-3,
-        seed=0,
         num_train_epochs=1,
         self_bootstrap=True,
         bootstrap_chunks=2,
         bootstrap_max_new_tokens=8,
-        gradient_checkpointing=False,
     )
     values.update(overrides)
-    return PROConfig(**values)
+    return cpu_test_config(PROConfig, tmp_path, **values)
 
 
 class Recorder:
@@ -408,7 +401,16 @@ def test_sequence_classification_reward_model_on_conversational_rows(tmp_path, t
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_two_processes_share_the_sampling_and_stay_aligned(tmp_path, tiny_model_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The worker imports this file as a script: put the tests folder (shared helpers) on its path
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": python_path,
+    }
     command = [
         sys.executable,
         "-m",

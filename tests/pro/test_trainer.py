@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from tiny_models import cpu_test_config
 from transformers import AutoModelForCausalLM
 
 from trl_ranking import PROConfig, PROTrainer
@@ -18,21 +19,13 @@ MAX_PROMPT_LENGTH = 40
 
 def make_config(tmp_path, **overrides) -> PROConfig:
     values = dict(
-        output_dir=str(tmp_path / "out"),
         per_device_train_batch_size=3,
         per_device_eval_batch_size=3,
         max_length=MAX_LENGTH,
         max_prompt_length=MAX_PROMPT_LENGTH,
-        gradient_checkpointing=False,
-        bf16=False,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
     )
     values.update(overrides)
-    return PROConfig(**values)
+    return cpu_test_config(PROConfig, tmp_path, **values)
 
 
 def ranking_rows(hh_pairs, with_rewards: bool) -> list[dict]:
