@@ -41,10 +41,15 @@ def test_validate_judgement_accepts_integer_indices(value, expected):
     assert result == expected and type(result) is int
 
 
-@pytest.mark.parametrize("value", [True, False, 2, -1, 0.0, 1.0, "0", None, [0]])
+@pytest.mark.parametrize("value", [True, False, 2, -1, 0.0, 1.0, "0", [0], float("nan")])
 def test_validate_judgement_rejects_everything_else(value):
     with pytest.raises(ValueError, match=r"^row 4 \(paired with row 9\): the judge must return 0 or 1"):
         validate_judgement(value, "row 4 (paired with row 9)")
+
+
+def test_validate_judgement_passes_no_verdict_through():
+    # None is "no verdict" (an unparseable reply or a failed call): returned as is, for the caller to skip and count
+    assert validate_judgement(None, "row 4") is None
 
 
 @pytest.mark.parametrize(
@@ -54,25 +59,37 @@ def test_validate_judgement_rejects_everything_else(value):
         ("Output (b)", 1),
         ("output(b).", 1),
         ("  **Output (a)**\n", 0),
+        ("OUTPUT ( B )", 1),
         ("(b)", 1),
-        ("a", 0),
-        ("B", 1),
-        ("1", 0),
-        ("2", 1),
-        ("Preferred Output: b", 1),
-        ("Output (a) is better than Output (b).", 0),
-        ("After reading both, I prefer Output (b).", 1),
+        ("`Output (a)`", 0),
+        ("Preferred Output: Output (b)", 1),
+        ("## Preferred Output:\nOutput (a)", 0),
     ],
 )
-def test_parse_judgement(reply, expected):
+def test_parse_judgement_reads_the_papers_answer_format(reply, expected):
     assert parse_judgement(reply) == expected
 
 
-@pytest.mark.parametrize("reply", ["I cannot decide.", "", "Both Output (a) and Output (b) are fine", "3"])
-def test_parse_judgement_errors_quote_the_reply(reply):
-    with pytest.raises(ValueError, match="judge's reply") as info:
-        parse_judgement(reply)
-    assert repr(reply) in str(info.value)
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # Prose is not guessed at: the first output named is not the preferred one in the first two
+        "Output (b) is worse than Output (a).",
+        "Output (a) and Output (b) are tied.",
+        "Output (a) is better than Output (b).",
+        "After reading both, I prefer Output (b).",
+        "I cannot decide.",
+        "",
+        "   ",
+        "a",
+        "2",
+        "Output (c)",
+        "Output (a) or Output (b)",
+        None,
+    ],
+)
+def test_parse_judgement_gives_no_verdict_for_anything_else(reply):
+    assert parse_judgement(reply) is None
 
 
 # --- RewardModelJudge ---------------------------------------------------------------------------------------------
@@ -214,16 +231,18 @@ def make_judge(stub, **kwargs):
 
 
 def test_chat_judge_request_and_answers(stub):
-    stub.script = [chat_reply("Output (a)"), chat_reply("Output (b)")]
+    stub.script = [chat_reply("Output (a)"), chat_reply("Output (b)"), chat_reply("Output (a)")]
     judge = make_judge(stub)
     assert judge(FIRST, SECOND) == 0
     assert judge(SECOND, FIRST) == 1
-    assert len(stub.requests) == 2
     request = stub.requests[0]
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["Authorization"] == "Bearer sk-test"
     assert request["body"]["model"] == "stub-judge"
-    assert request["body"]["temperature"] == 0.0
+    # The official DOVE code sends no temperature (the API default, 1.0): neither does the default judge
+    assert "temperature" not in request["body"]
+    make_judge(stub, temperature=0.0)(FIRST, SECOND)
+    assert stub.requests[2]["body"]["temperature"] == 0.0
     (message,) = request["body"]["messages"]
     assert message["role"] == "user"
     content = message["content"]
@@ -283,12 +302,31 @@ def test_chat_judge_retries_a_500_then_succeeds(stub, caplog):
     assert "HTTP 500" in caplog.text and "HTTP 429" in caplog.text
 
 
-def test_chat_judge_gives_up_after_max_retries(stub):
+def test_chat_judge_gives_up_after_max_retries(stub, caplog):
     stub.default = (503, {"error": "unavailable"})
     judge = make_judge(stub, max_retries=2)
+    # `complete` raises; a comparison gets no verdict (None), with the reason in the log
     with pytest.raises(JudgeRequestError, match=r"HTTP 503 .*unavailable.*gave up after 3 attempts"):
-        judge(FIRST, SECOND)
+        judge.complete("Which is better?")
     assert len(stub.requests) == 3
+    with caplog.at_level("WARNING", logger="trl_ranking.judges"):
+        assert judge(FIRST, SECOND) is None
+    assert len(stub.requests) == 6
+    assert "comparison 0: no verdict, the request failed: HTTP 503" in caplog.text
+
+
+def test_chat_judge_batch_gives_no_verdict_for_one_failed_comparison(stub):
+    # One bad comparison (a 400: e.g. over the judge's context length) does not lose the others
+    def by_instruction(body):
+        content = body["messages"][0]["content"]
+        if "### Instruction (a):\n" + SECOND[0] in content:
+            return 400, {"error": "context length exceeded"}
+        return chat_reply("Output (a)")
+
+    stub.default = by_instruction
+    judge = make_judge(stub, num_workers=2)
+    assert judge.judge_batch([FIRST, SECOND, FIRST], [SECOND, FIRST, SECOND]) == [0, None, 0]
+    assert len(stub.requests) == 3  # a 400 is not retried
 
 
 def test_chat_judge_does_not_retry_a_client_error(stub):
@@ -307,13 +345,15 @@ def test_chat_judge_retries_a_timeout(stub):
     assert len(stub.requests) == 2
 
 
-def test_chat_judge_unparseable_answer_quotes_the_reply(stub):
+def test_chat_judge_unparseable_answer_is_no_verdict(stub, caplog):
     stub.script = [chat_reply("Both responses are equally good.")]
-    with pytest.raises(ValueError, match="'Both responses are equally good.'"):
-        make_judge(stub)(FIRST, SECOND)
-    stub.script = [(200, "not json at all")]
+    with caplog.at_level("WARNING", logger="trl_ranking.judges"):
+        assert make_judge(stub)(FIRST, SECOND) is None
+    assert "'Both responses are equally good.'" in caplog.text
+    stub.script = [(200, "not json at all"), (200, "not json at all")]
+    assert make_judge(stub)(FIRST, SECOND) is None
     with pytest.raises(JudgeRequestError, match="without choices.*not json at all"):
-        make_judge(stub)(FIRST, SECOND)
+        make_judge(stub).complete("Which is better?")
 
 
 def test_chat_judge_connection_refused_is_retried_then_reported():
@@ -322,7 +362,134 @@ def test_chat_judge_connection_refused_is_retried_then_reported():
         port = sock.getsockname()[1]
     judge = OpenAIChatJudge(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01, timeout=2)
     with pytest.raises(JudgeRequestError, match=r"could not reach .*gave up after 2 attempts"):
-        judge(FIRST, SECOND)
+        judge.complete("Which is better?")
+    assert judge(FIRST, SECOND) is None
+
+
+class RawServer:
+    """A loopback TCP server answering each connection with a scripted behaviour, for HTTP failures that
+    `http.server` cannot produce. Each behaviour is `callable(connection, stop_event)`; the last one repeats.
+    Bounded: every wait checks the stop event, and `close` stops the accept loop and the handlers."""
+
+    def __init__(self, behaviours):
+        self.behaviours = list(behaviours)
+        self.connections = 0
+        self.sent = []  # bytes sent per connection
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.05)
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.threads = [threading.Thread(target=self._serve, daemon=True)]
+        self.threads[0].start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                continue
+            behaviour = self.behaviours[min(self.connections, len(self.behaviours) - 1)]
+            self.connections += 1
+            self.sent.append(0)
+            index = len(self.sent) - 1
+            thread = threading.Thread(target=self._handle, args=(connection, behaviour, index), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _handle(self, connection, behaviour, index):
+        with connection:
+            connection.settimeout(2.0)
+            _read_request(connection)
+            with contextlib.suppress(OSError):
+                for chunk in behaviour(self.stop):
+                    connection.sendall(chunk)
+                    self.sent[index] += len(chunk)
+
+    def close(self):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.sock.close()
+
+
+def _read_request(connection):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+def _http_reply(content: str) -> bytes:
+    body = json.dumps(chat_reply(content)[1]).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+@pytest.fixture
+def raw_server(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    servers = []
+
+    def start(*behaviours):
+        servers.append(RawServer(behaviours))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_chat_judge_timeout_bounds_a_trickling_response(raw_server):
+    # The whole answer, status line and headers included, one byte every 0.05 s (about 10 s in all): the deadline
+    # (`timeout`) must end the call long before it is complete, whatever the per-read timeouts
+    reply = _http_reply("Output (a)")
+
+    def trickle(stop):
+        for byte in reply:
+            if stop.wait(0.05):
+                return
+            yield bytes([byte])
+
+    server = raw_server(trickle)
+    judge = OpenAIChatJudge(server.base_url, model="m", timeout=0.5, max_retries=0)
+    with pytest.raises(JudgeRequestError, match="within the 0.5s timeout"):
+        judge.complete("Which is better?")
+    assert server.connections == 1
+    assert server.sent[0] < len(reply) // 2  # the client left early, with most of the answer unsent
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"HELLO\r\n\r\n",  # a malformed status line (http.client's BadStatusLine)
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"choi',  # a truncated body (IncompleteRead)
+    ],
+    ids=["bad-status-line", "incomplete-read"],
+)
+def test_chat_judge_retries_and_wraps_protocol_errors(raw_server, broken):
+    server = raw_server(lambda stop: iter([broken]), lambda stop: iter([_http_reply("Output (b)")]))
+    judge = OpenAIChatJudge(server.base_url, model="m", timeout=5, max_retries=1, backoff=0.01)
+    assert judge(FIRST, SECOND) == 1
+    assert server.connections == 2
+    # Without a retry left, the error is a JudgeRequestError naming the URL
+    server = raw_server(lambda stop: iter([broken]))
+    judge = OpenAIChatJudge(server.base_url, model="m", timeout=5, max_retries=0)
+    with pytest.raises(JudgeRequestError, match=r"could not reach http://127\.0\.0\.1:\d+/v1/chat/completions"):
+        judge.complete("Which is better?")
 
 
 def test_chat_judge_batch_keeps_the_order(stub):
@@ -362,16 +529,21 @@ def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
         rows = [json.loads(line) for line in handle][:24]
 
     def shorter_or_first(body):
-        """Prefers the shorter output, but answers "Output (a)" when the lengths are within 20 characters."""
+        """Prefers the shorter output, but answers "Output (a)" when the lengths are within 20 characters, and
+        answers in prose (no verdict) when the longer output is (a) and longer by 20 to 60 characters."""
         content = body["messages"][0]["content"]
         out_a = content.split("### Output (a):\n")[1].split("\n\n### Instruction (b)")[0]
         out_b = content.split("### Output (b):\n")[1].split("\n\n## Preferred Output:")[0]
         if abs(len(out_a) - len(out_b)) < 20 or len(out_a) < len(out_b):
             return chat_reply("Output (a)")
-        return chat_reply("The better one is Output (b).")
+        if len(out_a) - len(out_b) < 60:
+            return chat_reply("Output (b) is better than Output (a).")
+        return chat_reply("Output (b)")
 
     stub.default = shorter_or_first
-    pairs, stats = build_joint_pairs(rows, make_judge(stub, num_workers=4), seed=0, batch_size=8, return_stats=True)
+    with pytest.warns(UserWarning, match="no verdict for"):
+        judge = make_judge(stub, num_workers=4)
+        pairs, stats = build_joint_pairs(rows, judge, seed=0, batch_size=8, return_stats=True)
     assert len(stub.requests) == stats.judge_calls == 2 * stats.asked == 48
     lengths = {row["instruction"]: len(row["response"]) for row in rows}
     asked = set()
@@ -381,8 +553,11 @@ def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
         second = content.split("### Instruction (b):\n")[1].split("\n\n### Output (b)")[0]
         asked.add(frozenset((first, second)))
     expected_ties = sum(1 for a, b in asked if abs(lengths[a] - lengths[b]) < 20)
-    assert stats.ties == expected_ties and stats.kept == len(pairs) == stats.asked - expected_ties
-    assert all(len(row["chosen"]) + 20 <= len(row["rejected"]) for row in pairs)
+    expected_failed = sum(1 for a, b in asked if 20 <= abs(lengths[a] - lengths[b]) < 60)
+    assert expected_ties > 0 and expected_failed > 0
+    assert stats.ties == expected_ties and stats.failed == expected_failed
+    assert stats.kept == len(pairs) == stats.asked - expected_ties - expected_failed
+    assert all(len(row["chosen"]) + 60 <= len(row["rejected"]) for row in pairs)
 
 
 def test_reward_model_judge_builds_joint_pairs(tokenizer):

@@ -1,9 +1,11 @@
 """Pairwise judges for the DOVE data protocol: which of two (instruction, response) pairs is better.
 
-A judge is any callable `judge(first, second) -> 0 | 1` where `first` and `second` are `(prompt, completion)` pairs
-and the result is the index of the preferred pair. The two prompts may differ (a joint comparison, the DOVE paper's
-D_H) or be equal (a conditional comparison, D_C). A judge may also have a `judge_batch(firsts, seconds)` method
-returning one index per comparison; the pair builders in `trl_ranking.data` use it when present.
+A judge is any callable `judge(first, second) -> 0 | 1 | None` where `first` and `second` are `(prompt, completion)`
+pairs and the result is the index of the preferred pair, or `None` for "no verdict" (an unparseable reply, or a call
+that failed after its retries), which callers skip and count, never reading it as a tie or a win. The two prompts
+may differ (a joint comparison, the DOVE paper's D_H) or be equal (a conditional comparison, D_C). A judge may also
+have a `judge_batch(firsts, seconds)` method returning one verdict per comparison (never raising for one bad
+comparison); the pair builders in `trl_ranking.data` use it when present.
 
 Two judges are provided: `RewardModelJudge` (compares the two pairs' reward-model scores) and `OpenAIChatJudge`
 (asks a chat model behind an OpenAI-compatible HTTP endpoint, with the DOVE paper's prompts).
@@ -11,14 +13,13 @@ Two judges are provided: `RewardModelJudge` (compares the two pairs' reward-mode
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import numbers
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,7 +30,7 @@ from .rewards import PromptLike, RewardModelScorer
 logger = logging.getLogger(__name__)
 
 Pair = tuple[PromptLike, PromptLike]
-Judge = Callable[[Pair, Pair], int]
+Judge = Callable[[Pair, Pair], int | None]
 
 # The DOVE paper's comparison prompts (arXiv 2404.00530, Appendix F), copied unchanged from the authors' code:
 # Hritikbansal/dove, `dove/comparison_prompts.py` (MIT License, Copyright (c) 2024 Hritikbansal). The paper asks
@@ -101,10 +102,12 @@ You should answer using only Output (a) or Output (b) depending on which respons
 """  # noqa: W291 (the trailing space after "connotations." is the authors')
 
 
-def validate_judgement(value: Any, where: str) -> int:
-    """Check that a judge returned the index of the preferred pair, 0 or 1, and return it as an `int`.
+def validate_judgement(value: Any, where: str) -> int | None:
+    """Check that a judge returned the index of the preferred pair, 0 or 1, or `None` (no verdict), and return it.
 
-    Python and NumPy integers equal to 0 or 1 are accepted. Booleans are rejected on purpose: a judge written as
+    Python and NumPy integers equal to 0 or 1 are accepted. `None` means "no verdict" (an unparseable reply, or a
+    call that failed after its retries): it is returned as is, and callers skip and count such comparisons, never
+    reading them as a tie or a win. Booleans are rejected on purpose: a judge written as
     `return score_first > score_second` returns `True` when the *first* pair wins, which read as an index means the
     second, so accepting bools would silently invert such judges.
 
@@ -113,23 +116,27 @@ def validate_judgement(value: Any, where: str) -> int:
         where (`str`): Where it was called, quoted in the error (e.g. `"row 3 (paired with row 17), order AB"`).
 
     Raises:
-        ValueError: `value` is not the integer 0 or 1.
+        ValueError: `value` is neither the integer 0 or 1 nor `None`.
 
     Example:
 
     ```python
     >>> validate_judgement(1, "row 0")
     1
+    >>> validate_judgement(None, "row 0") is None
+    True
     >>> validate_judgement(True, "row 0")
     Traceback (most recent call last):
     ...
-    ValueError: row 0: the judge must return 0 or 1 (the index of the preferred pair), got True (bool) ...
+    ValueError: row 0: the judge must return 0 or 1 (the index of the preferred pair) or None (no verdict), got True (bool) ...
     ```
     """
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) not in (0, 1):
         hint = " ; return an int index, not a bool" if isinstance(value, bool) else ""
         raise ValueError(
-            f"{where}: the judge must return 0 or 1 (the index of the preferred pair), "
+            f"{where}: the judge must return 0 or 1 (the index of the preferred pair) or None (no verdict), "
             f"got {value!r} ({type(value).__name__}){hint}"
         )
     return int(value)
@@ -229,7 +236,15 @@ class JudgeRequestError(RuntimeError):
     """The judge's HTTP endpoint failed: a non-retryable status, retries exhausted, or a malformed response."""
 
 
+# Statuses worth another attempt: timeouts, conflicts, rate limits and server errors
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Statuses that say the judge is misconfigured (key, permissions, URL or model name): every call would fail the same
+# way, so they raise instead of giving "no verdict" for each comparison
+_FATAL_STATUS = {401, 403, 404}
+
+
+class _FatalJudgeError(JudgeRequestError):
+    pass
 
 
 def _as_text(value: PromptLike, role_labels: bool) -> str:
@@ -243,52 +258,39 @@ def _as_text(value: PromptLike, role_labels: bool) -> str:
     raise ValueError(f"expected a string or a list of {{'role', 'content'}} messages, got {type(value).__name__}")
 
 
-_CHOICE_PATTERNS = [
-    # "Output (a)", "output a", "Output(b)"
-    re.compile(r"\boutput\s*\(?\s*([ab])\s*\)?(?![a-z])", re.IGNORECASE),
-    # "(a)", "(b)"
-    re.compile(r"\(\s*([ab])\s*\)", re.IGNORECASE),
-]
-# A reply that is only a choice, possibly labelled: "b", "2", "Output 1", "Preferred Output: a", "Answer: (b)."
-_BARE_CHOICE = re.compile(
-    r"^\W*(?:(?:preferred\s+)?(?:output|answer|choice)\s*:?\s*)?\(?\s*([ab12])\s*\)?\W*$", re.IGNORECASE
+# The paper's answer format, "Output (a)" or "Output (b)" and nothing else; tolerated around it: case, spaces,
+# Markdown emphasis or quotes, a final period, and the prompt's own "Preferred Output:" label echoed back
+_ANSWER = re.compile(
+    r"^[\s*_`'\"]*(?:(?:##\s*)?preferred\s+output\s*:\s*)?[\s*_`'\"]*(?:output\s*)?\(\s*([ab])\s*\)[\s*_`'\".]*$",
+    re.IGNORECASE,
 )
 
 
-def parse_judgement(reply: str) -> int:
-    """Parse a chat model's answer to the DOVE prompt into the index of the preferred pair.
+def parse_judgement(reply: str | None) -> int | None:
+    """Parse a chat model's answer to the DOVE prompt into the index of the preferred pair, or `None`.
 
-    Accepted: "Output (a)" / "Output (b)" (the format the prompt asks for, any case and spacing), "(a)" / "(b)", and
-    a bare "a", "b", "1" or "2", possibly labelled ("Preferred Output: a", "Answer: 2"). A reply that starts with a choice is read by that choice; otherwise exactly one of
-    the two outputs must be mentioned.
-
-    Raises:
-        ValueError: the reply names no output, or both, quoting the reply.
+    Only the answer format the paper's prompt asks for is read: "Output (a)" -> 0, "Output (b)" -> 1 (any case and
+    spacing, "(a)"/"(b)" alone, with Markdown emphasis, quotes, a final period or an echoed "Preferred Output:" label).
+    Anything else returns `None` (no verdict): prose such as "Output (b) is worse than Output (a)." or "Output (a)
+    and Output (b) are tied." is not guessed at, since reading the first output it names inverts such answers. The
+    official DOVE code (`get_feedback` in `dove/ai_feedback.py`) tests `'(a)' in reply`, then `'(b)' in reply`, and
+    skips a comparison whose reply names neither; this parser is stricter on purpose and skips prose too.
 
     Example:
 
     ```python
     >>> parse_judgement("Output (b)")
     1
-    >>> parse_judgement("2")
-    1
+    >>> parse_judgement("Output (b) is worse than Output (a).") is None
+    True
     ```
     """
-    text = reply.strip()
-    bare = _BARE_CHOICE.match(text)
-    if bare:
-        return {"a": 0, "1": 0, "b": 1, "2": 1}[bare.group(1).lower()]
-    for pattern in _CHOICE_PATTERNS:
-        found = [match.group(1).lower() for match in pattern.finditer(text)]
-        if not found:
-            continue
-        first_match = pattern.search(text)
-        if first_match.start() == len(text) - len(text.lstrip(" \t\n*_`'\"#:")):  # the reply starts with a choice
-            return 0 if found[0] == "a" else 1
-        if len(set(found)) == 1:
-            return 0 if found[0] == "a" else 1
-        raise ValueError(f"the judge's reply names both outputs, so it cannot be read as a choice: {reply!r}")
-    raise ValueError(f"could not find 'Output (a)' or 'Output (b)' in the judge's reply: {reply!r}")
+    if not isinstance(reply, str):
+        return None
+    match = _ANSWER.match(reply)
+    if match is None:
+        return None
+    return 0 if match.group(1).lower() == "a" else 1
 
 
 class OpenAIChatJudge:
@@ -297,33 +299,40 @@ class OpenAIChatJudge:
     Each comparison is one `POST {base_url}/chat/completions` request whose single user message is the DOVE paper's
     comparison prompt (arXiv 2404.00530, Appendix F; `DOVE_JOINT_PROMPT` when the two instructions differ,
     `DOVE_CONDITIONAL_PROMPT` when they are equal). The answer is parsed with `parse_judgement` ("Output (a)" -> 0,
-    "Output (b)" -> 1). Only the standard library is used (`urllib.request`), so any server speaking the OpenAI chat
-    API works: OpenAI, vLLM, TGI, llama.cpp, Ollama...
+    "Output (b)" -> 1, anything else `None`). Requests go through `httpx` (any server speaking the OpenAI chat API
+    works: OpenAI, vLLM, TGI, llama.cpp, Ollama...), `num_workers` at a time.
 
-    Connection errors, timeouts and the statuses 408, 409, 429 and 5xx are retried up to `max_retries` times with
+    Every attempt has a deadline of `timeout` seconds for the whole request, connection, headers and body: a server
+    that trickles its answer cannot keep a call alive longer. Timeouts, connection and protocol errors (a malformed
+    status line, a truncated body) and the statuses 408, 409, 429 and 5xx are retried up to `max_retries` times with
     exponential backoff (`backoff * 2**attempt` seconds, or the server's `Retry-After` when given, capped at
-    `max_backoff`). Other statuses raise at once.
+    `max_backoff`). The statuses 401, 403 and 404 (a wrong key, URL or model) raise `JudgeRequestError` at once.
+
+    A comparison whose request still fails, or whose reply is not in the paper's answer format, gets the verdict
+    `None` ("no verdict", logged at WARNING with the reason): the pair builders and `pairwise_win_rate` skip and count
+    it, as the official code skips it, and never read it as a tie or a win.
 
     Args:
         base_url (`str`): The API root, e.g. `"https://api.openai.com/v1"` or `"http://localhost:8000/v1"`.
         model (`str`): The model name sent in the request.
         api_key (`str`, *optional*): Sent as `Authorization: Bearer ...`; defaults to `$OPENAI_API_KEY` if set.
-        timeout (`float`, defaults to `60.0`): Seconds per request.
+        timeout (`float`, defaults to `60.0`): Seconds per attempt, for the whole request.
         max_retries (`int`, defaults to `3`): Retries after the first attempt.
         prompt_template (`str`, *optional*): Template for joint comparisons, with the fields `{instruction_1}`,
             `{output_1}`, `{instruction_2}`, `{output_2}`; defaults to `DOVE_JOINT_PROMPT`.
         conditional_prompt_template (`str` or `None`, *optional*): Template for comparisons with equal instructions,
             with the fields `{instruction}`, `{output_1}`, `{output_2}`; defaults to `DOVE_CONDITIONAL_PROMPT`. Pass
             `None` to use `prompt_template` for every comparison.
-        temperature (`float` or `None`, defaults to `0.0`): Sent when not `None`.
+        temperature (`float` or `None`, defaults to `None`): Sent when not `None`. The default sends none, so the
+            server's default applies (1.0 for OpenAI), as in the official DOVE code, which sets no temperature. Pass
+            `0.0` for (nearly) deterministic verdicts.
         max_tokens (`int`, *optional*): Sent when not `None`.
         extra_body (`dict`, *optional*): More fields for the request body (e.g. `{"seed": 0}`).
         backoff (`float`, defaults to `1.0`), max_backoff (`float`, defaults to `30.0`): Retry delays, in seconds.
         num_workers (`int`, defaults to `1`): Concurrent requests in `judge_batch`.
 
     Raises (on a call):
-        JudgeRequestError: a non-retryable HTTP status, retries exhausted, or a response without a message.
-        ValueError: the model's reply names neither output (or both); the message quotes the reply.
+        JudgeRequestError: the status 401, 403 or 404 (misconfiguration). `complete` raises it for every failure.
 
     Example:
 
@@ -345,7 +354,7 @@ class OpenAIChatJudge:
         max_retries: int = 3,
         prompt_template: str | None = None,
         conditional_prompt_template: str | None = DOVE_CONDITIONAL_PROMPT,
-        temperature: float | None = 0.0,
+        temperature: float | None = None,
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
         backoff: float = 1.0,
@@ -360,6 +369,8 @@ class OpenAIChatJudge:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         prompt_template = DOVE_JOINT_PROMPT if prompt_template is None else prompt_template
         self._check_template(
             prompt_template, "prompt_template", ("instruction_1", "output_1", "instruction_2", "output_2")
@@ -371,7 +382,7 @@ class OpenAIChatJudge:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.prompt_template = prompt_template
         self.conditional_prompt_template = conditional_prompt_template
@@ -407,56 +418,105 @@ class OpenAIChatJudge:
             instruction_1=instruction_a, output_1=output_a, instruction_2=instruction_b, output_2=output_b
         )
 
-    def __call__(self, first: Pair, second: Pair) -> int:
-        """Ask the chat model which pair is better: 0 for `first`, 1 for `second`."""
-        return parse_judgement(self.complete(self.build_prompt(first, second)))
+    def __call__(self, first: Pair, second: Pair) -> int | None:
+        """Ask the chat model which pair is better: 0 for `first`, 1 for `second`, `None` for no verdict."""
+        return self.judge_batch([first], [second])[0]
 
-    def judge_batch(self, firsts: Sequence[Pair], seconds: Sequence[Pair]) -> list[int]:
-        """Judge many comparisons, `num_workers` requests at a time; results are in input order."""
+    def judge_batch(self, firsts: Sequence[Pair], seconds: Sequence[Pair]) -> list[int | None]:
+        """Judge many comparisons, `num_workers` requests at a time; verdicts (0, 1 or `None`) in input order."""
         firsts, seconds = list(firsts), list(seconds)
         if len(firsts) != len(seconds):
             raise ValueError(f"got {len(firsts)} first pairs but {len(seconds)} second pairs; they must match")
-        if self.num_workers == 1 or len(firsts) <= 1:
-            return [self(first, second) for first, second in zip(firsts, seconds)]
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            return list(pool.map(self, firsts, seconds))
+        contents = [self.build_prompt(first, second) for first, second in zip(firsts, seconds)]
+        replies = _run_coroutine(self._complete_all(contents, raise_errors=False))
+        verdicts: list[int | None] = []
+        for index, reply in enumerate(replies):
+            if isinstance(reply, JudgeRequestError):
+                logger.warning("comparison %d: no verdict, the request failed: %s", index, reply)
+                verdicts.append(None)
+                continue
+            verdict = parse_judgement(reply)
+            if verdict is None:
+                logger.warning(
+                    "comparison %d: no verdict, the reply is not 'Output (a)' or 'Output (b)': %r", index, reply[:300]
+                )
+            verdicts.append(verdict)
+        return verdicts
 
     def complete(self, content: str) -> str:
-        """Send one user message to the endpoint (with retries) and return the reply's text."""
+        """Send one user message to the endpoint (with retries) and return the reply's text.
+
+        Raises:
+            JudgeRequestError: the request failed (after its retries) or the response has no message text.
+        """
+        return _run_coroutine(self._complete_all([content], raise_errors=True))[0]
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # HTTP: httpx's async client, so that `asyncio.wait_for` puts one deadline on a whole attempt (httpx's own
+    # timeouts bound each network operation, not the request: a trickling server resets them with every byte).
+    # ------------------------------------------------------------------------------------------------------------------
+    def _request_body(self, content: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}]}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         body.update(self.extra_body)
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "trl-ranking"}
+        return body
+
+    async def _complete_all(self, contents: list[str], raise_errors: bool) -> list[str | JudgeRequestError]:
+        httpx = _import_httpx()
+
+        headers = {"Accept": "application/json", "User-Agent": "trl-ranking"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        semaphore = asyncio.Semaphore(self.num_workers)
+        limits = httpx.Limits(max_connections=self.num_workers)
+        async with httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits) as client:
 
+            async def one(content: str) -> str | JudgeRequestError:
+                async with semaphore:
+                    try:
+                        return await self._complete_one(client, content)
+                    except _FatalJudgeError:
+                        raise
+                    except JudgeRequestError as error:
+                        if raise_errors:
+                            raise
+                        return error
+
+            return list(await asyncio.gather(*(one(content) for content in contents)))
+
+    async def _complete_one(self, client, content: str) -> str:
+        httpx = _import_httpx()
+
+        body = self._request_body(content)
         for attempt in range(self.max_retries + 1):
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             retry_after: float | None = None
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read().decode("utf-8", errors="replace")
-                return self._extract_content(raw)
-            except urllib.error.HTTPError as error:
-                detail = error.read().decode("utf-8", errors="replace")[:500] if error.fp is not None else ""
-                failure = f"HTTP {error.code} from {self.url}: {detail or error.reason}"
-                if error.code not in _RETRYABLE_STATUS:
-                    raise JudgeRequestError(failure) from error
-                retry_after = _parse_retry_after(error.headers.get("Retry-After") if error.headers else None)
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                reason = getattr(error, "reason", error)
-                failure = f"could not reach {self.url}: {reason}"
+                response = await asyncio.wait_for(client.post(self.url, json=body), timeout=self.timeout)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                failure = f"no complete response from {self.url} within the {self.timeout:g}s timeout"
+            except httpx.HTTPError as error:  # connection refused or reset, malformed status line, truncated body...
+                failure = f"could not reach {self.url}: {type(error).__name__}: {error}"
+            else:
+                if response.status_code == 200:
+                    return self._extract_content(response.text)
+                failure = (
+                    f"HTTP {response.status_code} from {self.url}: {response.text[:500] or response.reason_phrase}"
+                )
+                if response.status_code in _FATAL_STATUS:
+                    raise _FatalJudgeError(failure)
+                if response.status_code not in _RETRYABLE_STATUS:
+                    raise JudgeRequestError(failure)
+                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
             if attempt == self.max_retries:
                 raise JudgeRequestError(f"{failure} (gave up after {self.max_retries + 1} attempts)")
             delay = min(self.max_backoff, retry_after if retry_after is not None else self.backoff * 2**attempt)
             logger.warning(
                 "judge request failed (%s); retry %d/%d in %.2fs", failure, attempt + 1, self.max_retries, delay
             )
-            time.sleep(delay)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _extract_content(self, raw: str) -> str:
@@ -473,6 +533,24 @@ class OpenAIChatJudge:
 
     def __repr__(self) -> str:
         return f"OpenAIChatJudge(url={self.url!r}, model={self.model!r}, max_retries={self.max_retries})"
+
+
+def _import_httpx():
+    try:
+        import httpx
+    except ImportError as error:
+        raise ImportError("OpenAIChatJudge needs httpx: `pip install 'trl-ranking[judge]'`") from error
+    return httpx
+
+
+def _run_coroutine(coroutine):
+    """Run `coroutine` to completion from synchronous code, also where an event loop already runs (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a running loop cannot be blocked on: use a fresh one
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _parse_retry_after(value: str | None) -> float | None:

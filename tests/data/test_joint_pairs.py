@@ -213,10 +213,62 @@ def test_bad_rows_name_the_row_and_field(sft_rows, bad_row, message):
         build_joint_pairs(rows, BiasedHashJudge())
 
 
-@pytest.mark.parametrize("answer", [2, -1, True, "a", None, 0.0])
+@pytest.mark.parametrize("answer", [2, -1, True, "a", 0.0])
 def test_bad_judge_answers_name_the_rows(sft_rows, answer):
     with pytest.raises(ValueError, match=r"^row 0 paired with row \d+, asked as \(row 0, row \d+\): the judge must"):
         build_joint_pairs(sft_rows[:5], lambda first, second: answer)
+
+
+class FlakyJudge(BiasedHashJudge):
+    """`BiasedHashJudge`, except that it gives no verdict (None) for the calls whose first pair's quality is < 0.2."""
+
+    def __call__(self, first, second):
+        verdict = super().__call__(first, second)
+        return None if quality(first) < 0.2 else verdict
+
+
+def test_joint_pairs_skip_and_count_comparisons_without_a_verdict(sft_rows, caplog):
+    # A failed or unparseable judge call (None) drops its comparison, counted apart: never a tie, never a win
+    judge = FlakyJudge()
+    with caplog.at_level(logging.WARNING, logger="trl_ranking.data.joint_pairs"):
+        with pytest.warns(UserWarning, match="no verdict for"):
+            pairs, stats = build_joint_pairs(sft_rows[:200], judge, seed=0, return_stats=True)
+    reference, reference_stats = build_joint_pairs(sft_rows[:200], BiasedHashJudge(), seed=0, return_stats=True)
+    # Independently: which comparisons of the reference run had a None in either order
+    asked = {}
+    for first, second in judge.calls:
+        key = frozenset((canonical(first), canonical(second)))
+        asked[key] = asked.get(key, False) or quality(first) < 0.2
+    failed = sum(asked.values())
+    assert failed > 10
+    assert stats.failed == failed and stats.asked == reference_stats.asked == len(asked)
+    assert stats.kept + stats.ties + stats.failed == stats.asked
+    # The kept pairs are exactly the reference's pairs whose comparison had verdicts in both orders
+    expected = [
+        row
+        for row in reference.to_list()
+        if not asked[
+            frozenset(
+                (
+                    canonical((row["chosen_prompt"], row["chosen"])),
+                    canonical((row["rejected_prompt"], row["rejected"])),
+                )
+            )
+        ]
+    ]
+    assert pairs.to_list() == expected
+    assert f"{failed} of {stats.asked} comparisons" in caplog.text
+    assert f"{failed} skipped without a verdict" in str(stats)
+
+
+def test_a_judge_without_any_verdict_or_only_ties_is_an_error(sft_rows):
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no pair was kept.*5 skipped without a verdict"):
+        build_joint_pairs(sft_rows[:5], lambda first, second: None)
+    # A judge that always prefers the pair shown first: every comparison flips, a tie
+    with pytest.raises(ValueError, match=r"no pair was kept.*0 kept, 5 dropped as ties"):
+        build_joint_pairs(sft_rows[:5], lambda first, second: 0)
+    with pytest.raises(ValueError, match="build_conditional_pairs: no pair was kept"):
+        build_conditional_pairs([{"prompt": "q", "completions": ["same", "same"]}], lambda first, second: 0)
 
 
 def test_judge_errors_get_the_row(sft_rows):
@@ -336,6 +388,20 @@ def test_conditional_bad_rows(row, message):
     rows = [{"prompt": "fine", "completions": ["x", "yy"]}, row]
     with pytest.raises(ValueError, match=message):
         build_conditional_pairs(rows, lambda first, second: 0)
+
+
+def test_conditional_pairs_skip_comparisons_without_a_verdict():
+    def picky(first, second):
+        # No verdict on q2 in the order (response 1, response 0) only: the comparison is skipped, not a tie
+        if first[0] == "q2" and first[1] == "b2x":
+            return None
+        return 0 if len(first[1]) > len(second[1]) else 1
+
+    rows = [{"prompt": f"q{i}", "completions": [f"a{i}", f"b{i}x"]} for i in range(1, 4)]
+    with pytest.warns(UserWarning, match="33.3% of the comparisons"):
+        pairs, stats = build_conditional_pairs(rows, picky, return_stats=True)
+    assert (stats.asked, stats.kept, stats.ties, stats.failed) == (3, 2, 0, 1)
+    assert [row["prompt"] for row in pairs] == ["q1", "q3"]
 
 
 def test_conditional_bad_judge_answer():

@@ -3,7 +3,9 @@
 From the DOVE paper (arXiv 2404.00530, Section 4.1): conditional pairs D_C compare the two responses to one
 instruction; D_S keeps one response per instruction; joint pairs D_H match each (I_i, R_i) in D_S with another
 (I_j, R_j) of a different instruction. A judge is asked each comparison in both orders, and a pair is kept only when
-the two answers agree: a flip is a tie, and ties are dropped. The paper trains on D_C together with D_H.
+the two answers agree: a flip is a tie, and ties are dropped. A comparison for which the judge gives no verdict in
+either order (`None`: an unparseable reply or a failed call) is skipped and counted as `failed`, as the official code
+skips it; it is never read as a tie or a win. The paper trains on D_C together with D_H.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,8 @@ class PairStats:
         kept (`int`): Comparisons whose two orders agreed: the output rows.
         ties (`int`): Comparisons whose answer flipped with the order (dropped). Conditional rows whose two responses
             are identical count as ties without asking the judge.
+        failed (`int`): Comparisons skipped because the judge gave no verdict (`None`: an unparseable reply or a
+            failed call) in at least one of the two orders. Neither a tie nor a win: `asked = kept + ties + failed`.
         unpaired (`int`): Rows for which fewer than `num_pairs_per_row` partners could be drawn (joint pairs only: no
             row with a different instruction left that is not already paired with it).
         judge_calls (`int`): Calls made to the judge (two per comparison, fewer for skipped identical responses).
@@ -44,15 +49,23 @@ class PairStats:
     ties: int
     unpaired: int = 0
     judge_calls: int = 0
+    failed: int = 0
 
     @property
     def tie_rate(self) -> float:
         """Fraction of the comparisons asked that were ties."""
         return self.ties / self.asked if self.asked else 0.0
 
+    @property
+    def failure_rate(self) -> float:
+        """Fraction of the comparisons asked that were skipped for want of a verdict."""
+        return self.failed / self.asked if self.asked else 0.0
+
     def __str__(self) -> str:
         text = f"{self.asked} comparisons asked in both orders: {self.kept} kept, {self.ties} dropped as ties"
         text += f" ({100 * self.tie_rate:.1f}%)"
+        if self.failed:
+            text += f", {self.failed} skipped without a verdict ({100 * self.failure_rate:.1f}%)"
         if self.unpaired:
             text += f", {self.unpaired} rows without a partner"
         return text
@@ -121,18 +134,25 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+# A share of comparisons without a verdict above which the builders warn (besides the count they always log)
+FAILURE_WARNING_RATE = 0.1
+TIE = "tie"
+NO_VERDICT = "no verdict"
+
+
 def _judge_both_orders(
     judge: Judge, comparisons: list[tuple[Pair, Pair, str, str, str]], batch_size: int
-) -> tuple[list[int | None], int]:
+) -> tuple[list[int | str], int]:
     """Ask each comparison `(first, second, where, first_name, second_name)` in both orders.
 
-    Returns the preferred side per comparison (0 = first, 1 = second, None = a tie) and the number of judge calls.
+    Returns, per comparison, the preferred side (0 = first, 1 = second), `TIE` (the answer flipped with the order) or
+    `NO_VERDICT` (the judge answered `None` in at least one order), and the number of judge calls.
     """
     calls: list[tuple[Pair, Pair, str]] = []
     for first, second, where, first_name, second_name in comparisons:
         calls.append((first, second, f"{where}, asked as ({first_name}, {second_name})"))
         calls.append((second, first, f"{where}, asked as ({second_name}, {first_name})"))
-    answers: list[int] = []
+    answers: list[int | None] = []
     judge_batch = getattr(judge, "judge_batch", None)
     if callable(judge_batch):
         for start in range(0, len(calls), 2 * batch_size):
@@ -151,12 +171,41 @@ def _judge_both_orders(
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from error
             answers.append(validate_judgement(answer, where))
-    winners: list[int | None] = []
+    winners: list[int | str] = []
     for k in range(len(comparisons)):
         forward, backward = answers[2 * k], answers[2 * k + 1]
-        # Agreement: the same side wins in both orders (index 0 then 1, or 1 then 0)
-        winners.append(forward if forward != backward else None)
+        if forward is None or backward is None:
+            winners.append(NO_VERDICT)
+        else:
+            # Agreement: the same side wins in both orders (index 0 then 1, or 1 then 0)
+            winners.append(forward if forward != backward else TIE)
     return winners, len(calls)
+
+
+def _report(name: str, stats: PairStats) -> None:
+    """Log the counts; warn about comparisons without a verdict; fail when no pair was kept."""
+    logger.info("%s: %s", name, stats)
+    if stats.failed:
+        logger.warning(
+            "%s: %d of %d comparisons (%.1f%%) were skipped because the judge gave no verdict (an unparseable reply or "
+            "a failed call; see the judge's warnings).",
+            name,
+            stats.failed,
+            stats.asked,
+            100 * stats.failure_rate,
+        )
+        if stats.failure_rate > FAILURE_WARNING_RATE:
+            warnings.warn(
+                f"{name}: the judge gave no verdict for {100 * stats.failure_rate:.1f}% of the comparisons "
+                f"({stats.failed} of {stats.asked}); check its endpoint and its replies.",
+                UserWarning,
+                stacklevel=3,
+            )
+    if stats.kept == 0:
+        raise ValueError(
+            f"{name}: no pair was kept, so the result would be an empty dataset ({stats}). Every comparison was a tie "
+            "(the answer flipped with the order) or got no verdict: check the judge."
+        )
 
 
 def _draw_partners(keys: list[str], num_pairs_per_row: int, rng: random.Random) -> tuple[list[tuple[int, int]], int]:
@@ -206,8 +255,9 @@ def build_joint_pairs(
     Args:
         dataset (`Dataset` or iterable of dicts):
             Prompt-completion rows, standard (strings) or conversational (lists of messages).
-        judge (`Callable[[Pair, Pair], int]`):
-            `judge(first, second) -> 0 | 1`, the index of the preferred `(prompt, completion)` pair, e.g. a
+        judge (`Callable[[Pair, Pair], int | None]`):
+            `judge(first, second) -> 0 | 1 | None`, the index of the preferred `(prompt, completion)` pair or `None`
+            for no verdict (the comparison is then skipped and counted in `PairStats.failed`), e.g. a
             `RewardModelJudge` or an `OpenAIChatJudge`. If it has a `judge_batch(firsts, seconds)` method, that is
             used instead, `batch_size` comparisons (both orders each) per call.
         seed (`int`, defaults to `0`): Seed of the partner draw.
@@ -224,8 +274,9 @@ def build_joint_pairs(
         `(dataset, stats)` tuple.
 
     Raises:
-        ValueError: a missing column or field, an empty prompt or completion, fewer than two distinct prompts, or a
-        judge answer other than 0 or 1, naming the row (0-based) and the field or comparison.
+        ValueError: a missing column or field, an empty prompt or completion, fewer than two distinct prompts, a
+        judge answer other than 0, 1 or `None`, naming the row (0-based) and the field or comparison; or no pair kept
+        (every comparison a tie or without a verdict).
 
     Example:
 
@@ -247,7 +298,7 @@ def build_joint_pairs(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not callable(judge):
-        raise ValueError(f"judge must be a callable judge(first, second) -> 0 | 1, got {type(judge).__name__}")
+        raise ValueError(f"judge must be a callable judge(first, second) -> 0 | 1 | None, got {type(judge).__name__}")
 
     columns, rows = _as_rows(dataset)
     # The defaults fall back to the DOVE files' "instruction"/"response"; an explicit other name must exist
@@ -284,7 +335,7 @@ def build_joint_pairs(
 
     output: dict[str, list[Any]] = {"chosen_prompt": [], "chosen": [], "rejected_prompt": [], "rejected": []}
     for (i, j), winner in zip(partners, winners):
-        if winner is None:
+        if winner in (TIE, NO_VERDICT):
             continue
         chosen, rejected = (i, j) if winner == 0 else (j, i)
         output["chosen_prompt"].append(prompts[chosen])
@@ -292,16 +343,18 @@ def build_joint_pairs(
         output["rejected_prompt"].append(prompts[rejected])
         output["rejected"].append(completions[rejected])
 
+    failed = winners.count(NO_VERDICT)
     kept = len(output["chosen"])
     stats = PairStats(
         rows=len(rows),
         asked=len(partners),
         kept=kept,
-        ties=len(partners) - kept,
+        ties=len(partners) - kept - failed,
         unpaired=unpaired,
         judge_calls=judge_calls,
+        failed=failed,
     )
-    logger.info("build_joint_pairs: %s", stats)
+    _report("build_joint_pairs", stats)
     result = Dataset.from_dict(output)
     return (result, stats) if return_stats else result
 
@@ -338,7 +391,8 @@ def build_conditional_pairs(
 
     Raises:
         ValueError: a missing column or field, an empty prompt or response, a list column without exactly two
-        responses, or a judge answer other than 0 or 1, naming the row (0-based) and the field or comparison.
+        responses, a judge answer other than 0, 1 or `None`, naming the row (0-based) and the field or comparison; or
+        no pair kept (every comparison a tie or without a verdict).
 
     Example:
 
@@ -353,7 +407,7 @@ def build_conditional_pairs(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not callable(judge):
-        raise ValueError(f"judge must be a callable judge(first, second) -> 0 | 1, got {type(judge).__name__}")
+        raise ValueError(f"judge must be a callable judge(first, second) -> 0 | 1 | None, got {type(judge).__name__}")
 
     columns, rows = _as_rows(dataset)
     prompt_column = _pick_column(columns, prompt_column, _PROMPT_COLUMNS, "prompt")
@@ -415,14 +469,22 @@ def build_conditional_pairs(
 
     output: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": []}
     for index, winner in zip(asked_indices, winners):
-        if winner is None:
+        if winner in (TIE, NO_VERDICT):
             continue
         output["prompt"].append(prompts[index])
         output["chosen"].append(responses[index][winner])
         output["rejected"].append(responses[index][1 - winner])
 
+    failed = winners.count(NO_VERDICT)
     kept = len(output["chosen"])
-    stats = PairStats(rows=len(rows), asked=len(rows), kept=kept, ties=len(rows) - kept, judge_calls=judge_calls)
-    logger.info("build_conditional_pairs: %s", stats)
+    stats = PairStats(
+        rows=len(rows),
+        asked=len(rows),
+        kept=kept,
+        ties=len(rows) - kept - failed,
+        judge_calls=judge_calls,
+        failed=failed,
+    )
+    _report("build_conditional_pairs", stats)
     result = Dataset.from_dict(output)
     return (result, stats) if return_stats else result
