@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 
 import torch
 from trl import DPOTrainer
 from trl.trainer.utils import get_config_model_id
+
+
+logger = logging.getLogger(__name__)
 
 
 class DPOTrainerFixesMixin:
@@ -17,7 +22,47 @@ class DPOTrainerFixesMixin:
       the same `eval_*` names and the last split would overwrite the others. The prefix is read off the
       `<prefix>_loss` entry that `Trainer.evaluate` logs for the split.
     - `prediction_step` keeps 4-bit layers trainable after an evaluation on CPU (see `keep_4bit_training_layout`).
+    - `training_step` and `_get_grad_norm` stop training with a `FloatingPointError` naming the step when the loss or
+      the gradient norm is NaN or infinite (or, with `args.skip_nonfinite_steps`, drop that step's update). Without
+      this a NaN step trains NaN weights that are then saved, while the logged loss reads 0.0: `Trainer` replaces a
+      non-finite step loss by the mean of the losses logged since the last log (`logging_nan_inf_filter=True`),
+      which is 0 when every step since then was NaN.
     """
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            if not getattr(self.args, "skip_nonfinite_steps", False):
+                raise FloatingPointError(
+                    f"Step {step}: the training loss is {loss.item()}. Training stopped so that no NaN weights are "
+                    "trained or saved. Check the data (rewards, empty or extreme rows) and the learning rate; set "
+                    "`skip_nonfinite_steps=True` to skip such steps instead."
+                )
+            self._nonfinite_step = True  # its update is dropped in `_get_grad_norm`
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Extends `Trainer._get_grad_norm`, which runs after the backward passes of a step and before its optimizer
+        # update: the last point where a non-finite step can be stopped or dropped
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        nonfinite_loss = getattr(self, "_nonfinite_step", False)
+        self._nonfinite_step = False
+        if grad_norm is not None and math.isfinite(float(grad_norm)) and not nonfinite_loss:
+            return grad_norm
+        step = self.state.global_step + 1
+        what = "loss" if nonfinite_loss else f"gradient norm ({float(grad_norm)})"
+        if not getattr(self.args, "skip_nonfinite_steps", False):
+            raise FloatingPointError(
+                f"Step {step}: the {what} is not finite. Training stopped so that no NaN weights are trained or "
+                "saved. Check the data (rewards, empty or extreme rows) and the learning rate; set "
+                "`skip_nonfinite_steps=True` to skip such steps instead."
+            )
+        logger.warning("Step %d: the %s is not finite; the step's update is skipped.", step, what)
+        model.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
+        self._nonfinite_steps = getattr(self, "_nonfinite_steps", 0) + 1
+        self._metrics["train"]["nonfinite_steps"] = [float(self._nonfinite_steps)]  # a running count, not a mean
+        return grad_norm
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

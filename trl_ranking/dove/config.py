@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from ..config_utils import check_max_prompt_length
+from ..validation import check_finite_floats
 
 
 @dataclass
@@ -52,6 +53,14 @@ class DOVEConfig(DPOConfig):
             sharing. Fastest with flex attention, whose kernels skip the masked blocks; eager and SDPA attend over the
             whole packed row, so their attention cost grows with the square of the batch's total length.
 
+        > Parameters that control what happens on a non-finite step
+
+        skip_nonfinite_steps (`bool`, *optional*, defaults to `False`):
+            What to do when a training step's loss or gradient norm is NaN or infinite. `False` (the default) stops
+            training with a `FloatingPointError` naming the step, so that NaN weights are never saved. `True` skips
+            the optimizer update of such a step (its gradients are dropped), logs a warning naming it and counts the
+            skipped steps in the `nonfinite_steps` metric.
+
     > [!NOTE]
     > The paper's recipe (Mistral-7B in 4 bits with LoRA r=8, alpha=16, dropout 0.05) uses `beta=0.1` (the default),
     > `learning_rate=5e-5` with a cosine schedule and 100 warmup steps; those are LoRA settings, so the defaults here stay
@@ -86,7 +95,16 @@ class DOVEConfig(DPOConfig):
             "prefix sharing."
         },
     )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "On a NaN or infinite loss or gradient norm: False (default) stops with an error naming the step "
+            "(no NaN weights are saved); True skips that optimizer update, with a warning and a `nonfinite_steps` "
+            "count in the logs."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        check_finite_floats(self)  # a NaN or infinite option would train NaN weights silently
         check_max_prompt_length(self.max_prompt_length, self.max_length)

@@ -31,6 +31,7 @@ from ..trainer_utils import (
     resolve_tokenizer,
     trainer_config,
 )
+from ..validation import check_text, first_row
 from .config import DOVEConfig
 
 
@@ -76,6 +77,13 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
             of `chosen_prompt`/`rejected_prompt`, or a side mixing conversational and standard text.
     """
     where = f"Row {index}"
+    for name in ("completions", "rewards"):
+        if example.get(name) is not None:
+            raise ValueError(
+                f"{where}, field '{name}': a ranking of completions is the format of `PROTrainer`; DOVE trains on "
+                "pairs (columns 'chosen_prompt', 'chosen', 'rejected_prompt', 'rejected', or one shared 'prompt'). "
+                "Train this dataset with `PROTrainer` (`trl-ranking pro`), or turn each ranking into pairs first."
+            )
     for name in ("chosen", "rejected"):
         if example.get(name) is None:
             raise ValueError(
@@ -84,6 +92,9 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
             )
     chosen, rejected = example["chosen"], example["rejected"]
     chosen_prompt, rejected_prompt = example.get("chosen_prompt"), example.get("rejected_prompt")
+    for name in ("chosen_prompt", "rejected_prompt", "prompt", "chosen", "rejected"):
+        if example.get(name) is not None:
+            check_text(example[name], where, name, completion=False)  # types and roles (completion roles below)
     if chosen_prompt is not None or rejected_prompt is not None:
         for name, value in (("chosen_prompt", chosen_prompt), ("rejected_prompt", rejected_prompt)):
             if value is None:
@@ -114,6 +125,7 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
                 f"{where}, field '{response_field}': the instruction and the response mix conversational and "
                 "standard text."
             )
+        check_text(response, where, response_field, completion=is_conversational_value(prompt))
     if is_conversational_value(chosen) != is_conversational_value(rejected):
         raise ValueError(f"{where}, field 'rejected': the two sides mix conversational and standard text.")
     return JointPair(chosen_prompt, chosen, rejected_prompt, rejected, *prompt_fields)
@@ -288,7 +300,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
     ):
         args = trainer_config(args, DOVEConfig, model, "DOVE")
         if train_dataset is not None:
-            sample = next(iter(train_dataset))
+            sample = first_row(train_dataset, "train")
             if "image" in sample or "images" in sample:
                 raise ValueError(
                     "DOVETrainer supports text datasets only; this one has an 'image' or 'images' column."
@@ -371,7 +383,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         args: DOVEConfig,
         dataset_name: str,
     ) -> Dataset | IterableDataset:
-        first_example = next(iter(dataset))
+        first_example = first_row(dataset, dataset_name)
         tokenized = "chosen_prompt_ids" in first_example or "prompt_ids" in first_example
         if tokenized and "chosen_ids" in first_example and "rejected_ids" in first_example:
             return dataset  # already tokenized (e.g. a dataset passed again to `evaluate`, or DPO's tokenization)
@@ -420,6 +432,20 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                     )
                 output[f"{side}_prompt_ids"] = prompt_ids
                 output[f"{side}_ids"] = response_ids
+            # Counted for the log: sides the collator cuts at `max_length`, and pairs whose two sides are identical
+            # (no gradient)
+            output["response_truncated"] = (
+                0
+                if max_length is None
+                else sum(
+                    len(output[f"{side}_prompt_ids"]) + len(output[f"{side}_ids"]) > max_length
+                    for side in ("chosen", "rejected")
+                )
+            )
+            output["identical_sides"] = (
+                output["chosen_prompt_ids"] == output["rejected_prompt_ids"]
+                and output["chosen_ids"] == output["rejected_ids"]
+            )
             return output
 
         # The reference log-probs that `_precompute_ref_logps` caches are keyed on the dataset fingerprint, and the
@@ -440,6 +466,30 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                     dataset_name,
                     len(dataset),
                     max_prompt_length,
+                )
+            num_cut = sum(dataset["response_truncated"])
+            if num_cut:
+                lost = (
+                    "the end of the response and its EOS token are"
+                    if args.truncation_mode == "keep_start"
+                    else "the start of the instruction is"
+                )
+                logger.warning(
+                    "%d of %d sides (instruction + response) of the %s dataset are longer than `max_length=%d` tokens "
+                    "and are cut by the collator: %s not trained. Raise `max_length` or set `max_prompt_length`.",
+                    num_cut,
+                    2 * len(dataset),
+                    dataset_name,
+                    max_length,
+                    lost,
+                )
+            num_identical = sum(dataset["identical_sides"])
+            if num_identical:
+                logger.warning(
+                    "%d of %d pairs of the %s dataset have identical chosen and rejected sides: they give no gradient.",
+                    num_identical,
+                    len(dataset),
+                    dataset_name,
                 )
         return dataset
 

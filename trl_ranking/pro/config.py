@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig
 
 from ..config_utils import check_max_prompt_length
+from ..validation import check_finite_floats
 
 
 @dataclass
@@ -82,6 +83,14 @@ class PROConfig(DPOConfig):
         bootstrap_batch_size (`int` or `None`, *optional*, defaults to `None`):
             Prompts per `generate` call and pairs per reward-model forward, per process. `None`:
             `per_device_eval_batch_size`.
+
+        > Parameters that control what happens on a non-finite step
+
+        skip_nonfinite_steps (`bool`, *optional*, defaults to `False`):
+            What to do when a training step's loss or gradient norm is NaN or infinite. `False` (the default) stops
+            training with a `FloatingPointError` naming the step, so that NaN weights are never saved. `True` skips
+            the optimizer update of such a step (its gradients are dropped), logs a warning naming it and counts the
+            skipped steps in the `nonfinite_steps` metric.
 
     > [!NOTE]
     > Defaults that differ from [`~trl.DPOConfig`]: `learning_rate` is `5e-6` (the paper's recipe) instead of `1e-6`.
@@ -168,9 +177,18 @@ class PROConfig(DPOConfig):
             "per_device_eval_batch_size."
         },
     )
+    skip_nonfinite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "On a NaN or infinite loss or gradient norm: False (default) stops with an error naming the step "
+            "(no NaN weights are saved); True skips that optimizer update, with a warning and a `nonfinite_steps` "
+            "count in the logs."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        check_finite_floats(self)  # a NaN or infinite option would train NaN weights silently
         if self.sft_weight < 0:
             raise ValueError(f"`sft_weight` must be >= 0, got {self.sft_weight}.")
         if self.ranking_eps < 0:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import textwrap
 import warnings
@@ -46,6 +45,7 @@ from ..trainer_utils import (
     resolve_tokenizer,
     trainer_config,
 )
+from ..validation import check_rewards, check_text, first_row
 from .bootstrap import SelfBootstrapper
 from .config import PROConfig
 
@@ -70,46 +70,109 @@ def _common_prompt(completions: list) -> tuple[Any, list]:
     return first[:index], [c[index:] for c in completions]
 
 
+# Columns of the DOVE trainer's joint format: a PRO row has one prompt for all its candidates
+_JOINT_COLUMNS = ("chosen_prompt", "rejected_prompt")
+
+
+def _rewards_of(example: dict[str, Any]) -> tuple[Any, str]:
+    """The raw rewards of a row (`None` when it has none) and the field they come from."""
+    if "completions" in example:
+        return example.get("rewards"), "rewards"
+    if example.get("score_chosen") is not None or example.get("score_rejected") is not None:
+        return [example.get("score_chosen"), example.get("score_rejected")], "score_chosen/score_rejected"
+    return None, "score_chosen/score_rejected"
+
+
+def dataset_has_rewards(dataset: Dataset | IterableDataset, first_example: dict[str, Any], dataset_name: str) -> bool:
+    """Whether the rows of `dataset` have rewards: all of them, or none (a mixed dataset is an error naming a row).
+
+    A map-style `Dataset` is checked whole here; an `IterableDataset` is decided by its first row, and `to_ranking`
+    rejects any later row that disagrees.
+    """
+    has_rewards = _rewards_of(first_example)[0] is not None
+    if not isinstance(dataset, Dataset):
+        return has_rewards
+    columns = [name for name in ("rewards", "score_chosen", "score_rejected") if name in dataset.column_names]
+    if not columns:
+        return False
+    index = 0
+    for batch in dataset.select_columns(columns).iter(batch_size=1024):
+        for values in zip(*(batch[name] for name in columns)):
+            if any(value is not None for value in values) != has_rewards:
+                _raise_mixed_rewards(index, has_rewards, "rewards" if "rewards" in columns else "score_chosen")
+            index += 1
+    return has_rewards
+
+
+def _raise_mixed_rewards(index: int, first_has_rewards: bool, field: str) -> None:
+    state = (
+        "is missing its rewards, while row 0 has rewards" if first_has_rewards else "has rewards, but row 0 has none"
+    )
+    raise ValueError(
+        f"Row {index}, field '{field}': the row {state}. Give rewards for every row or for none: with rewards each "
+        "ranking is sorted by them and they set the dynamic temperature, so a mixed dataset would be half trained "
+        "on an unsorted order. Rank the rows without rewards first (`trl_ranking.data.rank_completions`) or drop "
+        "the rewards column."
+    )
+
+
 def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple[Any, list, list[float] | None]:
     """Read one row as `(prompt, completions best first, rewards descending or None)`, validating it.
 
     Accepts ranking rows (`prompt`, `completions`, optional `rewards`) and DPO rows (`prompt`, `chosen`, `rejected`,
     optional `score_chosen`/`score_rejected`), each with an explicit or an implicit prompt. When rewards are given the
-    completions are sorted by descending reward (stable: ties keep the given order).
+    completions are sorted by descending reward (stable: ties keep the given order). `with_rewards` says whether the
+    dataset has rewards (`dataset_has_rewards`): every row must then have them, and no row may have them otherwise.
 
     Raises:
         ValueError: naming the row and the field, for a ranking of fewer than two completions, rewards whose length
-            differs from the completions', non-finite rewards, missing columns or empty completions.
+            differs from the completions', rewards that are not numbers or not finite in float32, rewards in a row of
+            a dataset without rewards (or missing in a dataset with rewards), missing columns, columns of the DOVE
+            format, a prompt or completion that is neither text nor chat messages (or has a message with a wrong
+            role or no content), or empty completions.
     """
     where = f"Row {index}"
+    for name in _JOINT_COLUMNS:
+        if example.get(name) is not None:
+            raise ValueError(
+                f"{where}, field '{name}': a per-side instruction is the joint-pair format of `DOVETrainer`; PRO ranks "
+                "completions of one prompt (columns 'prompt', 'completions', optional 'rewards', or "
+                "'prompt'/'chosen'/'rejected'). Train this dataset with `DOVETrainer` (`trl-ranking dove`)."
+            )
     if "completions" in example:
         completions = example["completions"]
         if not isinstance(completions, list):
-            raise ValueError(f"{where}, field 'completions': expected a list of completions, got {type(completions)}.")
-        rewards = example.get("rewards")
-        reward_field = "rewards"
+            raise ValueError(
+                f"{where}, field 'completions': expected a list of completions, got {type(completions).__name__}."
+            )
     elif "chosen" in example and "rejected" in example:
         completions = [example["chosen"], example["rejected"]]
-        rewards = None
-        if example.get("score_chosen") is not None or example.get("score_rejected") is not None:
-            rewards = [example.get("score_chosen"), example.get("score_rejected")]
-        reward_field = "score_chosen/score_rejected"
     else:
         raise ValueError(
             f"{where}: missing columns. A ranking row needs 'completions' (and 'prompt' unless it is implicit); a "
             f"preference row needs 'chosen' and 'rejected'. Got columns {sorted(example)}."
         )
+    rewards, reward_field = _rewards_of(example)
     if len(completions) < 2:
         raise ValueError(
             f"{where}, field 'completions': a ranking needs at least 2 completions, got {len(completions)}."
         )
+    fields = ["completions"] * len(completions) if "completions" in example else ["chosen", "rejected"]
+    for i, (completion, field) in enumerate(zip(completions, fields)):
+        name = f"completions[{i}]" if field == "completions" else field
+        if completion is None:
+            raise ValueError(f"{where}, field '{name}': the completion is missing (None).")
+        check_text(completion, where, name, completion=False)  # types and roles; the completion role rule below
     if "prompt" in example and example["prompt"] is not None:
         prompt = example["prompt"]
+        check_text(prompt, where, "prompt", completion=False)
     else:
         prompt, completions = _common_prompt(completions)
-    for i, completion in enumerate(completions):
+    for i, (completion, field) in enumerate(zip(completions, fields)):
+        name = f"completions[{i}]" if field == "completions" else field
         if is_empty_text(completion):
-            raise ValueError(f"{where}, field 'completions[{i}]': the completion is empty.")
+            raise ValueError(f"{where}, field '{name}': the completion is empty.")
+        check_text(completion, where, name, completion=is_conversational({"prompt": prompt}) and bool(prompt))
     if with_rewards:
         if rewards is None or any(r is None for r in rewards):
             raise ValueError(
@@ -119,14 +182,13 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
             raise ValueError(
                 f"{where}, field '{reward_field}': {len(rewards)} rewards for {len(completions)} completions."
             )
-        rewards = [float(r) for r in rewards]
-        for i, reward in enumerate(rewards):
-            if not math.isfinite(reward):
-                raise ValueError(f"{where}, field '{reward_field}[{i}]': the reward is not finite ({reward}).")
+        rewards = check_rewards(rewards, where, reward_field)
         order = sorted(range(len(completions)), key=lambda i: -rewards[i])
         completions = [completions[i] for i in order]
         rewards = [rewards[i] for i in order]
     else:
+        if rewards is not None:
+            _raise_mixed_rewards(index, False, reward_field)
         rewards = None
     return prompt, completions, rewards
 
@@ -243,6 +305,8 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         reward_processing_class: PreTrainedTokenizerBase | None = None,
     ):
         args = trainer_config(args, PROConfig, model, "PRO")
+        if train_dataset is not None:
+            first_row(train_dataset, "train")  # DPOTrainer reads the first row and would fail on StopIteration
         if ref_model is not None and not args.reference_normalized:
             raise ValueError(
                 "A `ref_model` was passed but `args.reference_normalized` is False: the default PRO score is "
@@ -385,18 +449,16 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         args: PROConfig,
         dataset_name: str,
     ) -> Dataset | IterableDataset:
-        first_example = next(iter(dataset))
+        first_example = first_row(dataset, dataset_name)
         if "completion_ids" in first_example and "prompt_ids" in first_example:
             return dataset  # already prepared (e.g. a dataset passed again to `evaluate`)
-        with_rewards = first_example.get("rewards") is not None or (
-            first_example.get("score_chosen") is not None or first_example.get("score_rejected") is not None
-        )
         if "completions" not in first_example and not ("chosen" in first_example and "rejected" in first_example):
             raise ValueError(
                 f"The {dataset_name} dataset is missing columns: a ranking dataset needs 'completions' (and 'prompt' "
                 "unless it is implicit), a preference dataset 'chosen' and 'rejected'. Got columns "
                 f"{sorted(first_example)}."
             )
+        with_rewards = dataset_has_rewards(dataset, first_example, dataset_name)
         tokenizer = self._tokenizer
         max_length, max_prompt_length = args.max_length, args.max_prompt_length
 
@@ -426,6 +488,14 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
                 if not ids:
                     raise ValueError(f"Row {index}, field 'completions[{i}]': the completion has no token.")
             output = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "prompt_truncated": truncated}
+            # Counted for the log: completions the collator cuts at `max_length` (their end and EOS are lost), and
+            # rankings that give no ranking gradient (identical candidates, or all rewards tied)
+            output["completion_truncated"] = (
+                0 if max_length is None else sum(len(prompt_ids) + len(ids) > max_length for ids in completion_ids)
+            )
+            output["degenerate"] = all(ids == completion_ids[0] for ids in completion_ids[1:]) or (
+                rewards is not None and min(rewards) == max(rewards)
+            )
             if with_rewards:
                 output["rewards"] = rewards
             return output
@@ -444,6 +514,26 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
                     len(dataset),
                     dataset_name,
                     max_prompt_length,
+                )
+            num_cut = sum(dataset["completion_truncated"])
+            if num_cut:
+                logger.warning(
+                    "%d of %d completions of the %s dataset are longer than `max_length=%d` tokens with their prompt: "
+                    "they are cut (their end and EOS token are not trained). Raise `max_length` or set "
+                    "`max_prompt_length`.",
+                    num_cut,
+                    sum(len(ids) for ids in dataset["completion_ids"]),
+                    dataset_name,
+                    max_length,
+                )
+            num_degenerate = sum(dataset["degenerate"])
+            if num_degenerate:
+                logger.warning(
+                    "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
+                    "tied): they give no ranking gradient, only the SFT term.",
+                    num_degenerate,
+                    len(dataset),
+                    dataset_name,
                 )
         return dataset
 
