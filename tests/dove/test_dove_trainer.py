@@ -414,6 +414,88 @@ def test_bad_dataset_and_config(tmp_path, bare_trainer, tokenizer, tiny_model_pa
         )
 
 
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        # A PRO ranking row: it used to fail deep in the stack or train as something else
+        (
+            {"prompt": "Q:", "completions": [" a", " b"], "rewards": [1.0, 0.0]},
+            r"Row 0, field 'completions': a ranking of completions is the format of `PROTrainer`",
+        ),
+        ({**GOOD, "chosen": 7}, r"Row 0, field 'chosen': expected a string .* got int"),
+        ({**GOOD, "rejected_prompt": 3}, r"Row 0, field 'rejected_prompt': expected a string .* got int"),
+        (
+            {
+                "prompt": [{"role": "user"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            r"Row 0, field 'prompt\[0\]': the message has no 'content'",
+        ),
+        (
+            {
+                "prompt": [{"role": "human", "content": "Hi"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            r"Row 0, field 'prompt\[0\]': the role 'human' is not allowed",
+        ),
+        (
+            {
+                "prompt": USER,
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "user", "content": "b"}],
+            },
+            r"Row 0, field 'rejected\[0\]': the role 'user' is not allowed for a completion's messages",
+        ),
+    ],
+    ids=["pro-row", "int-response", "int-instruction", "no-content", "unknown-role", "user-completion"],
+)
+def test_wrong_types_roles_and_formats_are_named(bare_trainer, tokenizer, row, match):
+    with pytest.raises(ValueError, match=match):
+        bare_trainer._prepare_dataset(Dataset.from_list([row]), tokenizer, bare_trainer.args, "train")
+
+
+def test_empty_datasets_are_named(tmp_path, bare_trainer, tokenizer, tiny_model_path):
+    from datasets import IterableDataset
+
+    def nothing():
+        yield from []
+
+    for empty in (Dataset.from_dict({"chosen": [], "rejected": []}), IterableDataset.from_generator(nothing)):
+        with pytest.raises(ValueError, match="The train dataset is empty"):
+            DOVETrainer(
+                model=tiny_model_path,
+                args=make_args(DOVEConfig, tmp_path, max_length=64, max_steps=1),
+                train_dataset=empty,
+                processing_class=tokenizer,
+            )
+    with pytest.raises(ValueError, match="The eval dataset is empty"):
+        bare_trainer._prepare_dataset(
+            Dataset.from_dict({"chosen": [], "rejected": []}), tokenizer, bare_trainer.args, "eval"
+        )
+
+
+@pytest.mark.parametrize("option", ["beta", "label_smoothing", "learning_rate"])
+def test_non_finite_config_floats_are_rejected(tmp_path, option):
+    with pytest.raises(ValueError, match=rf"`{option}` must be a finite number, got nan"):
+        make_args(DOVEConfig, tmp_path, **{option: float("nan")})
+
+
+def test_truncated_sides_and_identical_pairs_are_counted(bare_trainer, tokenizer, caplog):
+    long = " word" * 80
+    rows = [
+        {**GOOD, "chosen": long},  # cut by the collator at max_length=64: its EOS is lost
+        {**GOOD, "rejected_prompt": GOOD["chosen_prompt"], "rejected": GOOD["chosen"]},  # identical sides
+        GOOD,
+    ]
+    with caplog.at_level("WARNING", logger="trl_ranking.dove.trainer"):
+        bare_trainer._prepare_dataset(Dataset.from_list(rows), tokenizer, bare_trainer.args, "train")
+    assert "1 of 6 sides (instruction + response) of the train dataset are longer than `max_length=64`" in caplog.text
+    assert "the end of the response and its EOS token are not trained" in caplog.text
+    assert "1 of 3 pairs of the train dataset have identical chosen and rejected sides" in caplog.text
+
+
 def test_max_prompt_length_left_truncates(bare_trainer, tokenizer):
     args = make_args(DOVEConfig, bare_trainer.args.output_dir, max_length=64, max_prompt_length=16)
     long_row = {**GOOD, "chosen_prompt": "word " * 80 + "Name a color."}

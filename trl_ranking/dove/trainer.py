@@ -387,6 +387,8 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         tokenized = "chosen_prompt_ids" in first_example or "prompt_ids" in first_example
         if tokenized and "chosen_ids" in first_example and "rejected_ids" in first_example:
             return dataset  # already tokenized (e.g. a dataset passed again to `evaluate`, or DPO's tokenization)
+        if first_example.get("completions") is not None or first_example.get("rewards") is not None:
+            to_joint_pair(first_example, 0)  # raises: the PRO ranking format, named
         if "chosen" not in first_example or "rejected" not in first_example:
             raise ValueError(
                 f"The {dataset_name} dataset is missing columns: a joint preference dataset needs 'chosen_prompt', "
