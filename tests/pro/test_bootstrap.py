@@ -295,10 +295,30 @@ def test_configuration_errors(tmp_path, tiny_model_path, tokenizer):
         )
 
 
+def test_rewards_in_some_rows_only_are_rejected(tmp_path, tiny_model_path, tokenizer):
+    # The dataset's rewards decide which original candidate stays on top: decided for all rows, not by row 0
+    rows = make_rows(4)
+    rows[2]["rewards"] = [0.0, 2.0, 1.0]
+    for row in rows:
+        row.setdefault("rewards", None)
+    with pytest.raises(ValueError, match=r"Row 2, field 'rewards': the row has rewards, but row 0 has none"):
+        PROTrainer(
+            model=tiny_model_path,
+            args=make_config(tmp_path),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            reward_model=length_reward,
+        )
+
+
 @pytest.mark.parametrize(
     ("reward", "message"),
     [
         (lambda prompts, completions: [0.0] * (len(completions) - 1), "returned 7 scores for 8"),
+        (
+            lambda prompts, completions: [1e39 if i == 3 else 0.0 for i in range(len(completions))],
+            r"non-finite score \(1e\+39\) for row 0, a sampled response.*in float32 too",
+        ),
         (
             lambda prompts, completions: [float("nan") if i == 3 else 0.0 for i in range(len(completions))],
             r"non-finite score \(nan\) for row 0, a sampled response",

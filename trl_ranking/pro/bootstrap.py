@@ -82,6 +82,7 @@ from ..data.ranking import is_messages
 from ..evaluation.generation import generate_responses
 from ..rewards import RewardModelScorer
 from ..trainer_utils import keep_4bit_training_layout
+from ..validation import REWARD_DTYPE
 
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+REWARD_LIMIT = torch.finfo(REWARD_DTYPE).max
 
 BOOTSTRAP_STATE_NAME = "bootstrap_state.json"
 """File of a checkpoint folder holding the augmented rows of the rounds in use and the per-round history."""
@@ -326,11 +329,11 @@ class SelfBootstrapper:
         self.num_chunks = args.bootstrap_chunks
         self.passes_per_chunk = args.bootstrap_passes_per_chunk
         self.bounds = chunk_bounds(self.num_rows, self.num_chunks)
-        first = raw_dataset[0]
-        # Same rule as `PROTrainer._prepare_dataset`: the dataset's rewards decide which original candidate is on top
-        self.with_rewards = first.get("rewards") is not None or (
-            first.get("score_chosen") is not None or first.get("score_rejected") is not None
-        )
+        from .trainer import dataset_has_rewards
+
+        # Same rule as `PROTrainer._prepare_dataset`: the dataset's rewards (all rows or none) decide which original
+        # candidate is on top
+        self.with_rewards = dataset_has_rewards(raw_dataset, raw_dataset[0], "train")
         self.batch_size = args.bootstrap_batch_size or args.per_device_eval_batch_size
         self.scorer = make_reward_scorer(
             reward_model, reward_processing_class, batch_size=self.batch_size, device=trainer.accelerator.device
@@ -455,11 +458,11 @@ class SelfBootstrapper:
                 f"bootstrap chunk {chunk}: it must return exactly one score per pair."
             )
         for score, (index, position, sampled) in zip(scores, owners):
-            if not math.isfinite(score):
+            if not math.isfinite(score) or abs(score) > REWARD_LIMIT:  # the loss uses float32
                 kind = "a sampled response" if sampled else f"original candidate {position}"
                 raise ValueError(
                     f"The reward model returned a non-finite score ({score}) for row {index}, {kind}, in bootstrap "
-                    f"chunk {chunk}: rewards must be finite."
+                    f"chunk {chunk}: rewards must be finite, in float32 too (|r| <= {REWARD_LIMIT:g})."
                 )
         return scores
 
