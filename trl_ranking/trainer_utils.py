@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
+import re
+from pathlib import Path
 
 import torch
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer
 from trl.trainer.utils import get_config_model_id
 
@@ -22,12 +28,20 @@ class DPOTrainerFixesMixin:
       the same `eval_*` names and the last split would overwrite the others. The prefix is read off the
       `<prefix>_loss` entry that `Trainer.evaluate` logs for the split.
     - `prediction_step` keeps 4-bit layers trainable after an evaluation on CPU (see `keep_4bit_training_layout`).
+    - `train(resume_from_checkpoint=True)` resumes from the last complete checkpoint (see
+      `resolve_resume_checkpoint`).
     - `training_step` and `_get_grad_norm` stop training with a `FloatingPointError` naming the step when the loss or
       the gradient norm is NaN or infinite (or, with `args.skip_nonfinite_steps`, drop that step's update). Without
       this a NaN step trains NaN weights that are then saved, while the logged loss reads 0.0: `Trainer` replaces a
       non-finite step loss by the mean of the losses logged since the last log (`logging_nan_inf_filter=True`),
       which is 0 when every step since then was NaN.
     """
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        # `resume_from_checkpoint=True` resumes from the last *complete* checkpoint: a kill while a checkpoint was
+        # being written leaves a folder that `Trainer` (which takes the highest step) would pick and fail on
+        resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -77,6 +91,46 @@ class DPOTrainerFixesMixin:
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         with keep_4bit_training_layout(model):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder was written to the end: `Trainer._save_checkpoint` writes `trainer_state.json` last
+    (after the model, optimizer, scheduler and RNG states), so a readable one marks a complete checkpoint."""
+    state = Path(path) / TRAINER_STATE_NAME
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint, output_dir: str | os.PathLike):
+    """`resume_from_checkpoint` as `Trainer.train` takes it, with `True` replaced by the last complete checkpoint of
+    `output_dir` (incomplete ones, left by a kill during a save, are skipped with a warning naming them)."""
+    if not (isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint):
+        return resume_from_checkpoint
+    folder = Path(output_dir)
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    checkpoints = sorted(
+        (path for path in (folder.iterdir() if folder.is_dir() else []) if path.is_dir() and pattern.match(path.name)),
+        key=lambda path: int(pattern.match(path.name).group(1)),
+        reverse=True,
+    )
+    incomplete = []
+    for path in checkpoints:
+        if is_complete_checkpoint(path):
+            if incomplete:
+                logger.warning(
+                    "Skipping incomplete checkpoint(s) %s (no readable %s: the run was stopped while saving); "
+                    "resuming from %s.",
+                    ", ".join(p.name for p in incomplete),
+                    TRAINER_STATE_NAME,
+                    path.name,
+                )
+            return str(path)
+        incomplete.append(path)
+    found = f" (incomplete: {', '.join(p.name for p in incomplete)})" if incomplete else ""
+    raise ValueError(f"`resume_from_checkpoint=True`: no complete checkpoint in {folder}{found}.")
 
 
 @contextlib.contextmanager

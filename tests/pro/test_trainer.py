@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -447,3 +448,65 @@ def test_qlora_still_trains_after_an_evaluation(tmp_path, tokenizer, hh_pairs):
     trainer.train()
     grad_norms = [log["grad_norm"] for log in trainer.state.log_history if "grad_norm" in log]
     assert len(grad_norms) == 2 and all(norm > 0 for norm in grad_norms)
+
+
+@pytest.mark.slow
+def test_resume_skips_a_checkpoint_half_written_when_killed(tmp_path, tiny_model_path, tokenizer, caplog):
+    """A real SIGKILL while checkpoint-2 is written (model and optimizer saved, trainer state not yet): resuming with
+    `resume_from_checkpoint=True` takes checkpoint-1, the last complete one, and trains to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    output_dir, marker = tmp_path / "out", tmp_path / "marker"
+    worker = Path(__file__).with_name("checkpoint_worker.py")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(worker), tiny_model_path, str(output_dir), str(marker)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300  # a bound on a hung worker, not a timing assertion
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), f"the worker did not reach checkpoint-2: {process.stderr.read().decode()[-2000:]}"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    half = output_dir / "checkpoint-2"
+    assert half.is_dir() and not (half / "trainer_state.json").exists()
+    assert (output_dir / "checkpoint-1" / "trainer_state.json").exists()
+
+    rows = [{"prompt": f"Q{i}:", "completions": [" yes", " no"], "rewards": [1.0, 0.0]} for i in range(8)]
+    args = cpu_test_config(
+        PROConfig,
+        tmp_path,
+        max_steps=3,
+        per_device_train_batch_size=2,
+        max_length=32,
+        save_strategy="steps",
+        save_steps=1,
+    )
+    trainer = PROTrainer(
+        model=tiny_model_path, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    with caplog.at_level("WARNING", logger="trl_ranking.trainer_utils"):
+        trainer.train(resume_from_checkpoint=True)
+    assert (
+        "Skipping incomplete checkpoint(s) checkpoint-2" in caplog.text and "resuming from checkpoint-1" in caplog.text
+    )
+    assert trainer.state.global_step == 3
+    assert [entry["step"] for entry in trainer.state.log_history if "loss" in entry] == [1, 2, 3]
+    assert (half / "trainer_state.json").exists()  # rewritten, complete, by the resumed run

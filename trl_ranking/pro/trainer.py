@@ -42,6 +42,7 @@ from ..trainer_utils import (
     DPOTrainerFixesMixin,
     overridden_config,
     reference_batches,
+    resolve_resume_checkpoint,
     resolve_tokenizer,
     trainer_config,
 )
@@ -429,6 +430,8 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         # Resuming mid-chunk reuses the augmented chunk saved in the checkpoint instead of sampling it again
+        # (`True` means the last complete checkpoint, see `resolve_resume_checkpoint`)
+        resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if self.bootstrapper is not None:
             self.bootstrapper.start(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
