@@ -232,3 +232,29 @@ def test_invalid_json_and_unwritable_rows(tmp_path):
     )
     with pytest.raises(ValueError, match="row 0: the PRO format has only user and assistant turns"):
         save_pro_jsonl(system, tmp_path / "out.jsonl")
+
+
+def test_encoding_gzip_bom_and_empty_files_name_file_and_line(tmp_path):
+    good = json.dumps({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, 0.0]}) + "\n"
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(good.encode() + '{"prefix": "caf\xe9", "suffix": ["x", "y"]}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        load_pro_jsonl(latin1)
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    lines = "".join(json.dumps({"prefix": f"p{i}", "suffix": [f"x{i * i}", f"y{i}"]}) + "\n" for i in range(2000))
+    compressed = gzip.compress(lines.encode())
+    corrupt.write_bytes(compressed[: len(compressed) // 2])  # truncated halfway
+    with pytest.raises(ValueError, match=r"corrupt\.jsonl\.gz, line \d+: the gzip file is corrupt or truncated"):
+        load_pro_jsonl(corrupt)
+    not_gzip = tmp_path / "plain.jsonl.gz"
+    not_gzip.write_bytes(good.encode())
+    with pytest.raises(ValueError, match=r"plain\.jsonl\.gz, line 1: the gzip file is corrupt"):
+        load_pro_jsonl(not_gzip)
+    for name, content in (("empty.jsonl", b""), ("blank.jsonl", b"\n  \n")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}: the file holds no JSON record"):
+            load_pro_jsonl(tmp_path / name)
+    # A UTF-8 byte-order mark (as some Windows editors write) is not part of the first record
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.encode())
+    assert load_pro_jsonl(bom)["completions"] == [["x", "y"]]
