@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,16 +168,60 @@ def test_unknown_arguments_go_to_accelerate_launch(monkeypatch):
 
 
 def test_missing_model_or_eval_set_is_a_clear_error(workdir, dove_joint_jsonl):
-    with pytest.raises(ValueError, match="--model_name_or_path"):
+    with pytest.raises(SystemExit, match="^trl-ranking dove: error: `--model_name_or_path` is required"):
         main(["dove", "--dataset_name", str(dove_joint_jsonl), "--output_dir", str(workdir / "x"), *CPU_FLAGS])
-    with pytest.raises(ValueError, match="needs an evaluation set"):
+    with pytest.raises(SystemExit, match="needs an evaluation set"):
         main(["dove", "--model_name_or_path", "unused", "--dataset_name", str(dove_joint_jsonl),
               "--eval_strategy", "steps", "--output_dir", str(workdir / "x"), *CPU_FLAGS])  # fmt: skip
+
+
+def test_pro_help_hides_rejected_dpo_flags_and_marks_the_model_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["pro", "--help"])
+    pro_help = capsys.readouterr().out
+    for flag in ("--loss_type", "--label_smoothing", "--ld_alpha", "--f_divergence_type", "--truncation_mode"):
+        assert re.search(rf"{flag}[\s\]]", pro_help) is None, flag  # (`--label_smoothing_factor` is TRL's)
+    assert "--sft_weight" in pro_help
+    assert re.search(r"\n  --model_name_or_path [^\n]*\n\s+Required\.", pro_help)
+    # Still parsed, so that PRO rejects a value with its reason (one line, see below)
+    with pytest.raises(SystemExit, match=r"`loss_type=\['ipo'\]` is a DPO loss option with no meaning for PRO"):
+        main(["pro", "--model_name_or_path", "m", "--bf16", "false", "--loss_type", "ipo"])
+    with pytest.raises(SystemExit):
+        main(["dove", "--help"])
+    assert "--loss_type" in capsys.readouterr().out  # DOVE runs every DPO loss
+
+
+def test_user_errors_are_one_line_with_a_non_zero_exit(workdir, model_dir, dove_joint_jsonl):
+    # A local path that does not exist is not looked up on the Hub
+    with pytest.raises(SystemExit, match=r"^trl-ranking pro: error: \./no-such-file\.jsonl: no such file or folder"):
+        main(["pro", "--model_name_or_path", model_dir, "--dataset_name", "./no-such-file.jsonl", *CPU_FLAGS])
+    # A DOVE file given to `pro`: rejected by name instead of training on an empty prompt
+    with pytest.raises(SystemExit, match=r"^trl-ranking pro: error: Row 0, field 'chosen_prompt': a per-side"):
+        main(["pro", "--model_name_or_path", model_dir, "--dataset_name", str(dove_joint_jsonl),
+              "--output_dir", str(workdir / "pro-on-dove"), *CPU_FLAGS])  # fmt: skip
+    # The installed entry point: exit status 1, one line on stderr, no traceback
+    result = subprocess.run(
+        [sys.executable, "-m", "trl_ranking.cli", "pro", "--model_name_or_path", "m", "--bf16", "false",
+         "--sft_weight", "nan"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "trl-ranking pro: error: `sft_weight` must be a finite number, got nan. "
+        "(TRL_RANKING_DEBUG=1 shows the traceback)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------------------------------
+def test_detect_format_skips_a_utf8_byte_order_mark(workdir, pro_jsonl):
+    bom = workdir / "bom_pro.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + pro_jsonl.read_bytes())
+    assert detect_format(bom) == "pro_jsonl"
+
+
 def test_detect_format(workdir, pro_jsonl, dove_joint_jsonl):
     from datasets import Dataset
 

@@ -228,7 +228,7 @@ def _first_record(path: Path) -> dict[str, Any] | None:
 
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
+        with opener(path, "rt", encoding="utf-8-sig") as handle:  # a byte-order mark is not part of the record
             for line in handle:
                 if line.strip():
                     record = json.loads(line)
@@ -271,6 +271,17 @@ def detect_format(path: str | os.PathLike) -> str:
     return "hf"
 
 
+_DATA_SUFFIXES = (*_JSON_SUFFIXES, ".parquet", ".csv", ".arrow", ".csv.gz")
+
+
+def _looks_local(name: str) -> bool:
+    """Whether a dataset name is a local path (not a hub id such as `org/name`): it starts like a path, or names a
+    data file. Such a name that does not exist is a typo to report, not a hub dataset to look for."""
+    return (
+        name.startswith((".", "/", "~", "\\")) or (len(name) > 1 and name[1] == ":") or name.endswith(_DATA_SUFFIXES)
+    )
+
+
 def _split_files(folder: Path, split: str | None) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_json_file(p))
     if split is None:
@@ -311,6 +322,8 @@ def load_dataset_by_format(
     if dataset_format not in DATASET_FORMATS:
         raise ValueError(f"--dataset_format must be one of {DATASET_FORMATS}, got {dataset_format!r}.")
     path = Path(name).expanduser()
+    if not path.exists() and _looks_local(name):
+        raise FileNotFoundError(f"{name}: no such file or folder.")
     if not path.exists() and dataset_format not in ("auto", "hf"):
         # A hub dataset in a paper format: download its json files and read them like a local folder
         from huggingface_hub import snapshot_download
@@ -458,11 +471,32 @@ def make_parser(command: str, prog: str | None = None):
     """
     from trl import TrlParser
 
-    return TrlParser(
+    parser = TrlParser(
         _dataclass_types(command),
         prog=prog or f"trl-ranking {command}",
         description=COMMANDS[command],
     )
+    hidden = _PRO_HIDDEN_FLAGS if command == "pro" else ()
+    for action in parser._actions:
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS  # still parsed, so that `PROConfig` can reject a value with a reason
+        elif action.dest == "model_name_or_path":
+            action.help = f"Required. {action.help or ''}".strip()
+    return parser
+
+
+# DPO options that `PROConfig` rejects (or that only tune an option it rejects): not shown in `trl-ranking pro --help`
+_PRO_HIDDEN_FLAGS = (
+    "loss_type",
+    "loss_weights",
+    "ld_alpha",
+    "f_divergence_type",
+    "f_alpha_divergence_coef",
+    "label_smoothing",
+    "use_weighting",
+    "discopop_tau",
+    "truncation_mode",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -535,7 +569,10 @@ def run_training(command: str, script_args, training_args, model_args, dataset_a
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
 
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() == "true":
+        resume = True  # `--resume_from_checkpoint true`: the last complete checkpoint of `output_dir`
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.accelerator.print("Training completed.")
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -752,6 +789,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
 
     command, rest = args.command, argv[1:]
+    try:
+        return _run_command(command, rest)
+    except _USER_ERRORS as error:
+        if os.environ.get("TRL_RANKING_DEBUG"):
+            raise
+        # An error the user can fix (bad data, option, path, or a non-finite run): one line, not a traceback
+        message = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, (OSError, ImportError, FloatingPointError)) and not isinstance(error, FileNotFoundError):
+            message = f"{type(error).__name__}: {message}"
+        raise SystemExit(
+            f"trl-ranking {command}: error: {message} (TRL_RANKING_DEBUG=1 shows the traceback)"
+        ) from None
+
+
+# Errors a user causes (data, options, paths, missing extras, a diverging run) get one line and exit status 1
+_USER_ERRORS = (ValueError, OSError, ImportError, FloatingPointError)
+
+
+def _run_command(command: str, rest: list[str]) -> int:
     parser = make_parser(command)
     if os.environ.get(_LAUNCHED_ENV):
         # Already relaunched by `accelerate launch`: the launch arguments were consumed there
