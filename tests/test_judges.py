@@ -508,6 +508,19 @@ def test_chat_judge_batch_keeps_the_order(stub):
     assert len(stub.requests) == 5
 
 
+def test_chat_judge_works_inside_a_running_event_loop(stub):
+    # In Jupyter an event loop already runs in the main thread: the judge's requests must still complete
+    import asyncio
+
+    stub.default = chat_reply("Output (b)")
+    judge = make_judge(stub, num_workers=2)
+
+    async def inside_a_loop():
+        return judge.judge_batch([FIRST, SECOND], [SECOND, FIRST])
+
+    assert asyncio.run(inside_a_loop()) == [1, 1]
+
+
 def test_chat_judge_bad_configuration():
     with pytest.raises(ValueError, match="base_url"):
         OpenAIChatJudge("localhost:8000", model="m")

@@ -230,9 +230,11 @@ class FlakyJudge(BiasedHashJudge):
 def test_joint_pairs_skip_and_count_comparisons_without_a_verdict(sft_rows, caplog):
     # A failed or unparseable judge call (None) drops its comparison, counted apart: never a tie, never a win
     judge = FlakyJudge()
-    with caplog.at_level(logging.WARNING, logger="trl_ranking.data.joint_pairs"):
-        with pytest.warns(UserWarning, match="no verdict for"):
-            pairs, stats = build_joint_pairs(sft_rows[:200], judge, seed=0, return_stats=True)
+    with (
+        caplog.at_level(logging.WARNING, logger="trl_ranking.data.joint_pairs"),
+        pytest.warns(UserWarning, match="no verdict for"),
+    ):
+        pairs, stats = build_joint_pairs(sft_rows[:200], judge, seed=0, return_stats=True)
     reference, reference_stats = build_joint_pairs(sft_rows[:200], BiasedHashJudge(), seed=0, return_stats=True)
     # Independently: which comparisons of the reference run had a None in either order
     asked = {}
