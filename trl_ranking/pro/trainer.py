@@ -223,7 +223,8 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
     >>> model_path = make_tiny_causal_lm("tiny-model")  # any causal LM id or path works the same way
     >>> dataset = Dataset.from_list(
     ...     [
-    ...         {"prompt": "The sky is", "completions": [" blue.", " green.", " made of cheese."]},
+    ...         # rewards are optional, for every row or for none; the trainer sorts by them
+    ...         {"prompt": "The sky is", "completions": [" green.", " blue.", " cheese."], "rewards": [0.5, 1.0, 0.0]},
     ...         {"prompt": "Two plus two is", "completions": [" four.", " five."], "rewards": [1.0, 0.0]},
     ...     ]
     ... )
