@@ -23,7 +23,14 @@ from trl.trainer.utils import global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
 from ..packing import choose_layout, packed_token_log_probs, scatter_to_padded
-from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
+from ..tokenization import (
+    chat_template_kwargs_of,
+    is_conversational_value,
+    is_empty_text,
+    leading_special_ids,
+    left_truncate_prompt,
+    tokenize_prompt_completions,
+)
 from ..trainer_utils import (
     DPOTrainerFixesMixin,
     overridden_config,
@@ -384,6 +391,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         eos_token = self._tokenizer.eos_token
         max_length, max_prompt_length = args.max_length, args.max_prompt_length
         check_length = max_length is not None and args.truncation_mode == "keep_start"
+        special_ids = leading_special_ids(self._tokenizer)  # kept in front when a prompt is left-truncated (e.g. BOS)
 
         def tokenize_row(example: dict[str, Any], index: int, scoring: dict[str, Any]) -> dict[str, Any]:
             pair = to_joint_pair(example, index)
@@ -408,7 +416,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 ("rejected", pair.rejected_prompt_field, rejected_prompt_ids, rejected_ids),
             ):
                 if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
-                    prompt_ids = prompt_ids[-max_prompt_length:]
+                    prompt_ids = left_truncate_prompt(prompt_ids, max_prompt_length, special_ids)
                     output["prompt_truncated"] += 1
                 if not response_ids:
                     raise ValueError(f"Row {index}, field '{side}': the response has no token.")
