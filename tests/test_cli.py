@@ -320,7 +320,7 @@ def test_eval_command_writes_json(workdir, model_dir, reward_model_dir):
     assert main(argv) == 0
     results = json.loads(output_file.read_text())
     subset = results["subsets"]["harmless-base-test"]
-    assert subset["num_examples"] == 3 and 0.0 <= subset["bleu"] <= 100.0 and 0.0 < subset["reward"] < 1.0
+    assert subset["num_examples"] == 3 and 0.0 <= subset["bleu"] <= 100.0 and 0.0 < subset["reward"] < 100.0
     assert len(results["predictions"]["harmless-base-test"]) == 3
     assert results["model"] == model_dir and results["reward_model"] == reward_model_dir
 
@@ -335,6 +335,46 @@ def test_eval_command_dove_test_file(workdir, model_dir, reward_model_dir):
     assert main(argv) == 0
     results = json.loads(output_file.read_text())
     assert list(results["subsets"]) == ["helpful"] and results["total"]["num_examples"] == 2
+
+
+def test_eval_command_dove_mode_and_pro_file_order(workdir, model_dir, reward_model_dir, tmp_path):
+    """`--eval_mode dove`: the DOVE paper's win rates against gold per temperature; PRO files keep their order."""
+    output_file = workdir / "eval-dove-mode.json"
+    argv = ["eval", "--eval_mode", "dove", "--model_name_or_path", model_dir, "--reward_model_name_or_path",
+            reward_model_dir, "--dataset_name", str(DOVE_DIR / "anthropic_helpful" / "test.jsonl"),
+            "--subset_names", "helpful", "--prompt_column", "instruction", "--prompt_template", "dove",
+            "--max_eval_samples", "3", "--max_new_tokens", "4", "--temperatures", "0.001", "1.0",
+            "--output_file", str(output_file)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(output_file.read_text())["subsets"]["helpful"]["temperatures"]
+    assert [row["temperature"] for row in rows] == [0.001, 1.0]
+    for row in rows:
+        assert row["num_judged"] + row["failed"] == 3
+        assert row["win_rate"] == pytest.approx(100 * (row["win"] + row["tie"] / 2))
+
+    # A PRO-format test file whose rewards disagree with the file order: the reference stays the file's first
+    pro_file = tmp_path / "helpful_base.json"
+    record = {"prefix": [["<|prompter|>Hi", "<|assistant|>"]] * 2, "suffix": ["Hello there friend.", "Go."],
+              "reward": [-1.0, 2.0], "sft_index": 0}  # fmt: skip
+    pro_file.write_text(json.dumps(record) + "\n")
+    output_file = workdir / "eval-pro-order.json"
+    argv = ["eval", "--model_name_or_path", model_dir, "--reward_model_name_or_path", reward_model_dir,
+            "--dataset_name", str(pro_file), "--max_new_tokens", "4", "--output_file", str(output_file)]  # fmt: skip
+    captured = {}
+    import trl_ranking.evaluation.pro_table as pro_table
+
+    original = pro_table._references
+
+    def spy(dataset, subset, reference_column):
+        captured["references"] = original(dataset, subset, reference_column)
+        return captured["references"]
+
+    pro_table._references = spy
+    try:
+        assert main(argv) == 0
+    finally:
+        pro_table._references = original
+    assert captured["references"] == ["Hello there friend."]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
