@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
@@ -415,6 +416,48 @@ def test_example_recipes_are_the_papers():
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 112
     assert (args.max_length, args.max_prompt_length, args.sft_weight) == (512, 384, 0.05)
     assert (script.dataset_name, script.dataset_train_split) == ("Anthropic/hh-rlhf", "train")
+
+
+def test_pro_example_ranks_the_pairs_with_the_reward_model_first(workdir, reward_model_dir, caplog):
+    """Step 1 of the PRO recipe: pairs ordered by the reward model in the oasst format, its scores as rewards."""
+    from trl_ranking.assets import load_bundled_tokenizer
+    from trl_ranking.data import load_hh_rlhf
+    from trl_ranking.rewards import RewardModelScorer
+
+    example = _load_example("pro_hh_rlhf")
+    output_file = workdir / "hh_ranked.jsonl"
+    tokenizer = load_bundled_tokenizer()
+    ranked = example.rank_hh_rlhf(
+        str(output_file), dataset_name=str(HH_RLHF_FILE), reward_model=reward_model_dir, tokenizer=tokenizer,
+        max_rows=6, batch_size=4,
+    )  # fmt: skip
+    # Independent: score both answers of each pair in the oasst format, order by score
+    pairs = load_hh_rlhf(HH_RLHF_FILE, max_rows=6)
+    scorer = RewardModelScorer(reward_model_dir, tokenizer, input_format="oasst", max_length=1024)
+    chosen, rejected = scorer(pairs["prompt"], pairs["chosen"]), scorer(pairs["prompt"], pairs["rejected"])
+    flipped = 0
+    for row, pair, c, r in zip(ranked, pairs, chosen, rejected):
+        expected = [(pair["chosen"], c), (pair["rejected"], r)]
+        expected.sort(key=lambda item: -item[1])
+        assert row["completions"] == [text for text, _ in expected]
+        assert row["rewards"] == pytest.approx([score for _, score in expected], abs=1e-5)
+        flipped += c < r
+    assert 0 < flipped < 6, "the random reward model reorders some pairs and not others"
+    written = [json.loads(line) for line in output_file.read_text().splitlines()]
+    assert [row["completions"] for row in written] == ranked["completions"]
+    # The training step reads the ranked file with its rewards, and warns on raw pairs (the "-T" ablation)
+    with caplog.at_level(logging.WARNING):
+        called = {}
+        original = example.run_training
+        example.run_training = lambda command, *parsed: called.setdefault("data_args", parsed[-1])
+        try:
+            example.main(["--model_name_or_path", "m", "--dataset_name", str(output_file), "--bf16", "false"])
+            assert called["data_args"].dataset_format == "auto" and "-T" not in caplog.text
+            called.clear()
+            example.main(["--model_name_or_path", "m", "--bf16", "false"])
+            assert called["data_args"].dataset_format == "hh_rlhf" and "'-T' ablation" in caplog.text
+        finally:
+            example.run_training = original
 
 
 def test_dove_example_trains_tiny_model(workdir, model_dir, dove_joint_jsonl):
