@@ -32,10 +32,11 @@ class PROConfig(DPOConfig):
         ranking_eps (`float`, *optional*, defaults to `1e-10`):
             Constant added inside the log of each stage's denominator, as in the official code.
         reference_normalized (`bool`, *optional*, defaults to `False`):
-            Score each candidate by `beta * (mean log-prob - mean reference log-prob)` (the Plackett-Luce / listwise
-            DPO reading) instead of the paper's reference-free mean log-prob. Uses TRL's reference machinery: an
-            explicit `ref_model`, the PEFT adapter switched off (or the "ref" adapter copy), a copy of the initial
-            model, or `precompute_ref_log_probs`. When `False` (the default) no reference model is loaded, held or run.
+            Score each candidate by `beta * (mean log-prob - mean reference log-prob)` instead of the paper's
+            reference-free mean log-prob (a mean log-ratio: not the Plackett-Luce / listwise DPO score, whose
+            log-ratio is summed over the tokens). Uses TRL's reference machinery: an explicit `ref_model`, the PEFT
+            adapter switched off (or the "ref" adapter copy), a copy of the initial model, or
+            `precompute_ref_log_probs`. When `False` (the default) no reference model is loaded, held or run.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, prompts longer than this are truncated from the left (keeping their end, next to the
             completions), as the paper's recipe does (block size 512, prompt left-truncated to 512 - 128 tokens).
