@@ -174,6 +174,14 @@ def test_rerank_sort_rewards_reading_of_footnote_6():
         rerank_keeping_top(*plain, rule="swap")
 
 
+def test_bootstrap_sampling_options_are_checked(tmp_path):
+    assert make_config(tmp_path).bootstrap_top_k == 0 and make_config(tmp_path).bootstrap_rerank == "raise_top"
+    with pytest.raises(ValueError, match="`bootstrap_top_k` must be a non-negative integer"):
+        make_config(tmp_path, bootstrap_top_k=-1)
+    with pytest.raises(ValueError, match="`bootstrap_rerank` must be 'raise_top' or 'sort_rewards'"):
+        make_config(tmp_path, bootstrap_rerank="sorted")
+
+
 def test_chunk_sampler_walks_chunks_in_order_and_shuffles_within():
     assert chunk_bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
     sampler = ChunkSampler(10, 3, seed=1)
