@@ -2,9 +2,12 @@
 
 The defaults are those of the official training script (Hritikbansal/dove, `dove/train.py`): the SFT model loaded in
 4 bits (NF4, bf16 compute), LoRA r=8, alpha=16, dropout 0.05 on the attention projections, `beta=0.1`, learning rate
-5e-5 with a cosine schedule and 100 warmup steps, weight decay 0.05, the paged 32-bit AdamW, 8 pairs per device with
-4 accumulation steps, 1,000 steps, prompts up to 512 and rows up to 1,024 tokens, bf16, gradient checkpointing, and
-the joint objective (`joint=True`). The reference model is the base with the LoRA adapter switched off, as in the
+5e-5 with a cosine schedule and 100 warmup steps, the paged 32-bit AdamW, 8 pairs per device with 4 accumulation
+steps (a batch of 32 pairs), 1,000 steps, prompts up to 512 and rows up to 1,024 tokens, bf16, gradient
+checkpointing, and the joint objective (`joint=True`). The official script declares a weight decay of 0.05 but never
+passes it to `TrainingArguments`, so its runs used 0: the recipe uses 0 (`--weight_decay 0.05` for the declared
+value). The 1,000 steps are the script's default; the paper reports runs of 5 and 10 epochs at batch 32:
+`--max_steps -1 --num_train_epochs 5` (or 10) reproduces those. The reference model is the base with the LoRA adapter switched off, as in the
 paper. The official script lists `q_proj, v_proj, k_proj, out_proj, fc_in, fc_out, wte` as LoRA targets; on the
 paper's Mistral-7B only `q_proj`, `k_proj` and `v_proj` exist, so those are the defaults here. Where the official
 code drops rows longer than `max_length`, `DOVETrainer` truncates the instruction (`max_prompt_length`) and raises on
@@ -43,11 +46,11 @@ DOVE_QLORA_RECIPE = {
     "learning_rate": 5e-5,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 100,
-    "weight_decay": 0.05,
+    "weight_decay": 0.0,  # declared as 0.05 in dove/train.py but never passed to TrainingArguments
     "optim": "paged_adamw_32bit",
     "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 4,
-    "max_steps": 1000,
+    "max_steps": 1000,  # the script's default; the paper: 5 or 10 epochs (--max_steps -1 --num_train_epochs 5)
     "bf16": True,
     "gradient_checkpointing": True,
     # lengths

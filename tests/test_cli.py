@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import logging
 import math
 import os
 import re
@@ -365,7 +366,7 @@ def test_eval_command_writes_json(workdir, model_dir, reward_model_dir):
     assert main(argv) == 0
     results = json.loads(output_file.read_text())
     subset = results["subsets"]["harmless-base-test"]
-    assert subset["num_examples"] == 3 and 0.0 <= subset["bleu"] <= 100.0 and 0.0 < subset["reward"] < 1.0
+    assert subset["num_examples"] == 3 and 0.0 <= subset["bleu"] <= 100.0 and 0.0 < subset["reward"] < 100.0
     assert len(results["predictions"]["harmless-base-test"]) == 3
     assert results["model"] == model_dir and results["reward_model"] == reward_model_dir
 
@@ -380,6 +381,46 @@ def test_eval_command_dove_test_file(workdir, model_dir, reward_model_dir):
     assert main(argv) == 0
     results = json.loads(output_file.read_text())
     assert list(results["subsets"]) == ["helpful"] and results["total"]["num_examples"] == 2
+
+
+def test_eval_command_dove_mode_and_pro_file_order(workdir, model_dir, reward_model_dir, tmp_path):
+    """`--eval_mode dove`: the DOVE paper's win rates against gold per temperature; PRO files keep their order."""
+    output_file = workdir / "eval-dove-mode.json"
+    argv = ["eval", "--eval_mode", "dove", "--model_name_or_path", model_dir, "--reward_model_name_or_path",
+            reward_model_dir, "--dataset_name", str(DOVE_DIR / "anthropic_helpful" / "test.jsonl"),
+            "--subset_names", "helpful", "--prompt_column", "instruction", "--prompt_template", "dove",
+            "--max_eval_samples", "3", "--max_new_tokens", "4", "--temperatures", "0.001", "1.0",
+            "--output_file", str(output_file)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(output_file.read_text())["subsets"]["helpful"]["temperatures"]
+    assert [row["temperature"] for row in rows] == [0.001, 1.0]
+    for row in rows:
+        assert row["num_judged"] + row["failed"] == 3
+        assert row["win_rate"] == pytest.approx(100 * (row["win"] + row["tie"] / 2))
+
+    # A PRO-format test file whose rewards disagree with the file order: the reference stays the file's first
+    pro_file = tmp_path / "helpful_base.json"
+    record = {"prefix": [["<|prompter|>Hi", "<|assistant|>"]] * 2, "suffix": ["Hello there friend.", "Go."],
+              "reward": [-1.0, 2.0], "sft_index": 0}  # fmt: skip
+    pro_file.write_text(json.dumps(record) + "\n")
+    output_file = workdir / "eval-pro-order.json"
+    argv = ["eval", "--model_name_or_path", model_dir, "--reward_model_name_or_path", reward_model_dir,
+            "--dataset_name", str(pro_file), "--max_new_tokens", "4", "--output_file", str(output_file)]  # fmt: skip
+    captured = {}
+    import trl_ranking.evaluation.pro_table as pro_table
+
+    original = pro_table._references
+
+    def spy(dataset, subset, reference_column):
+        captured["references"] = original(dataset, subset, reference_column)
+        return captured["references"]
+
+    pro_table._references = spy
+    try:
+        assert main(argv) == 0
+    finally:
+        pro_table._references = original
+    assert captured["references"] == ["Hello there friend."]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -420,6 +461,48 @@ def test_example_recipes_are_the_papers():
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 112
     assert (args.max_length, args.max_prompt_length, args.sft_weight) == (512, 384, 0.05)
     assert (script.dataset_name, script.dataset_train_split) == ("Anthropic/hh-rlhf", "train")
+
+
+def test_pro_example_ranks_the_pairs_with_the_reward_model_first(workdir, reward_model_dir, caplog):
+    """Step 1 of the PRO recipe: pairs ordered by the reward model in the oasst format, its scores as rewards."""
+    from trl_ranking.assets import load_bundled_tokenizer
+    from trl_ranking.data import load_hh_rlhf
+    from trl_ranking.rewards import RewardModelScorer
+
+    example = _load_example("pro_hh_rlhf")
+    output_file = workdir / "hh_ranked.jsonl"
+    tokenizer = load_bundled_tokenizer()
+    ranked = example.rank_hh_rlhf(
+        str(output_file), dataset_name=str(HH_RLHF_FILE), reward_model=reward_model_dir, tokenizer=tokenizer,
+        max_rows=6, batch_size=4,
+    )  # fmt: skip
+    # Independent: score both answers of each pair in the oasst format, order by score
+    pairs = load_hh_rlhf(HH_RLHF_FILE, max_rows=6)
+    scorer = RewardModelScorer(reward_model_dir, tokenizer, input_format="oasst", max_length=1024)
+    chosen, rejected = scorer(pairs["prompt"], pairs["chosen"]), scorer(pairs["prompt"], pairs["rejected"])
+    flipped = 0
+    for row, pair, c, r in zip(ranked, pairs, chosen, rejected):
+        expected = [(pair["chosen"], c), (pair["rejected"], r)]
+        expected.sort(key=lambda item: -item[1])
+        assert row["completions"] == [text for text, _ in expected]
+        assert row["rewards"] == pytest.approx([score for _, score in expected], abs=1e-5)
+        flipped += c < r
+    assert 0 < flipped < 6, "the random reward model reorders some pairs and not others"
+    written = [json.loads(line) for line in output_file.read_text().splitlines()]
+    assert [row["completions"] for row in written] == ranked["completions"]
+    # The training step reads the ranked file with its rewards, and warns on raw pairs (the "-T" ablation)
+    with caplog.at_level(logging.WARNING):
+        called = {}
+        original = example.run_training
+        example.run_training = lambda command, *parsed: called.setdefault("data_args", parsed[-1])
+        try:
+            example.main(["--model_name_or_path", "m", "--dataset_name", str(output_file), "--bf16", "false"])
+            assert called["data_args"].dataset_format == "auto" and "-T" not in caplog.text
+            called.clear()
+            example.main(["--model_name_or_path", "m", "--bf16", "false"])
+            assert called["data_args"].dataset_format == "hh_rlhf" and "'-T' ablation" in caplog.text
+        finally:
+            example.run_training = original
 
 
 def test_dove_example_trains_tiny_model(workdir, model_dir, dove_joint_jsonl):

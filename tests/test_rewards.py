@@ -177,3 +177,53 @@ def test_bad_inputs(reward_model, tokenizer):
     two_labels = LlamaForSequenceClassification(LlamaConfig(**{**reward_model.config.to_dict(), "num_labels": 2}))
     with pytest.raises(ValueError, match="num_labels=2"):
         RewardModelScorer(two_labels, tokenizer)
+
+
+def test_oasst_input_format_matches_the_official_text(reward_model, tokenizer, hh_pairs):
+    """`input_format="oasst"` scores the text the PRO paper's evaluation gives its reward model (`PRO/eval/metrics2.py`,
+    `create_reward_fn_2`): `"".join(t + eos for t in prefix[:-1] + [prefix[-1] + suffix])`."""
+    eos = tokenizer.eos_token
+    rows = [
+        row
+        for row in hh_pairs.select(range(40))
+        if all(chunk.startswith(("Human:", "Assistant:")) for chunk in row["prompt"].split("\n\n")[1:])
+        and "\n\n" not in row["chosen"]
+    ][:6]
+    assert len(rows) == 6
+    prompts, completions, official = [], [], []
+    for row in rows:
+        # The official prefix: one "<|prompter|>text" / "<|assistant|>text" turn per message, then the bare tag
+        turns = []
+        for chunk in row["prompt"].split("\n\n")[1:]:
+            speaker, _, text = chunk.partition(":")
+            turns.append(("<|prompter|>" if speaker == "Human" else "<|assistant|>") + text.strip())
+        prefix = turns[:-1] + ["<|assistant|>"]
+        suffix = row["chosen"].strip()
+        official.append("".join(t + eos for t in prefix[:-1] + [prefix[-1] + suffix]))
+        prompts.append(row["prompt"])
+        completions.append(row["chosen"])
+    scorer = RewardModelScorer(reward_model, tokenizer, batch_size=4, max_length=None, input_format="oasst")
+    assert [scorer._encode(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))] == [
+        tokenizer(text)["input_ids"] for text in official
+    ]
+    with torch.no_grad():
+        expected = [
+            reward_model(input_ids=torch.tensor([tokenizer(t)["input_ids"]])).logits[0, 0].item() for t in official
+        ]
+    torch.testing.assert_close(
+        torch.tensor(scorer(prompts, completions)), torch.tensor(expected), atol=1e-5, rtol=1e-5
+    )
+    # Conversational prompts give the same text
+    messages = [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert scorer._render(messages, [{"role": "assistant", "content": " Bye."}], 0)[:2] == (
+        f"<|prompter|>Hi there{eos}<|assistant|>Hello!{eos}<|prompter|>Bye{eos}<|assistant|>",
+        f"Bye.{eos}",
+    )
+    with pytest.raises(ValueError, match="pair 0: input_format='oasst' needs a dialogue prompt"):
+        scorer(["Translate: cat"], [" chat"])
+    with pytest.raises(ValueError, match="input_format must be one of"):
+        RewardModelScorer(reward_model, tokenizer, input_format="pythia")

@@ -155,12 +155,14 @@ class EvalArguments:
             Pairs per reward-model forward pass.
         output_file (`str`, *optional*, defaults to `"eval_results.json"`):
             Where to write the results.
-        max_new_tokens (`int`, *optional*, defaults to `128`):
-            Maximum new tokens per response (greedy decoding).
+        max_new_tokens (`int`, *optional*):
+            Maximum new tokens per response; by default 128 in `pro` mode (greedy) and 400 in `dove` mode (sampled),
+            the papers' values.
         batch_size (`int`, *optional*, defaults to `8`):
             Prompts per `generate` call.
-        max_prompt_length (`int`, *optional*, defaults to `384`):
-            Left-truncate prompts to this many tokens (the paper: 512 - 128).
+        max_prompt_length (`int`, *optional*):
+            Left-truncate prompts to this many tokens; by default 384 (512 - 128, the PRO paper) in `pro` mode and
+            no truncation in `dove` mode.
         prompt_column (`str`, *optional*, defaults to `"prompt"`):
             Column of the prompts, e.g. `instruction` for the DOVE test files (`--reference_column gold_response`).
             With `--prompt_template` (e.g. `dove`), the prompts are formatted with it.
@@ -172,6 +174,29 @@ class EvalArguments:
             Passed to `from_pretrained`.
         seed (`int`, *optional*, defaults to `0`):
             Random seed (generation is greedy; this only fixes any sampling you turn on).
+
+        > Paper evaluation modes
+
+        eval_mode (`str`, *optional*, defaults to `"pro"`):
+            `pro`: the PRO paper's table (BLEU as the paper computes it, sacreBLEU, reward x100). `dove`: the DOVE
+            paper's table: win rate against the gold response (ties 1/2) at each of `--temperatures`, judged by
+            `--judge`; the reference column defaults to `gold_response`.
+        reward_input_format (`str`, *optional*, defaults to `"default"`):
+            How the reward model reads a pair (`RewardModelScorer(input_format=...)`): `default`, or `oasst`
+            (`<|prompter|>...<|endoftext|><|assistant|>...<|endoftext|>`, the PRO paper's reward model).
+        rerank_references (`list[str]`, *optional*):
+            Subsets (by `--subset_names`) whose BLEU reference is the candidate the reward model prefers, as in the
+            official harmless-base test file; the others use the first candidate, in file order.
+        temperatures (`list[float]`, *optional*, defaults to `[0.001, 0.5, 1.0]`):
+            DOVE mode: the sampling temperatures.
+        judge (`str`, *optional*, defaults to `"reward_model"`):
+            DOVE mode: `reward_model` (a `RewardModelJudge` on `--reward_model_name_or_path`) or `openai` (an
+            `OpenAIChatJudge` on `--judge_base_url` and `--judge_model`, key from `OPENAI_API_KEY`; the paper used
+            GPT-3.5-turbo).
+        judge_base_url (`str`, *optional*, defaults to `"https://api.openai.com/v1"`):
+            DOVE mode with `--judge openai`: the API root.
+        judge_model (`str`, *optional*):
+            DOVE mode with `--judge openai`: the chat model (e.g. `gpt-3.5-turbo-0125`).
     """
 
     dataset_name: list[str] = field(
@@ -195,10 +220,16 @@ class EvalArguments:
     )
     reward_batch_size: int = field(default=8, metadata={"help": "Pairs per reward-model forward pass."})
     output_file: str = field(default="eval_results.json", metadata={"help": "Where to write the results (JSON)."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per response (greedy)."})
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Maximum new tokens per response (default: 128 in pro mode, 400 in dove mode)."},
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
     max_prompt_length: int | None = field(
-        default=384, metadata={"help": "Left-truncate prompts to this many tokens (the PRO paper: 512 - 128)."}
+        default=None,
+        metadata={
+            "help": "Left-truncate prompts to this many tokens (default: 384 = 512 - 128 in pro mode, none in dove)."
+        },
     )
     prompt_column: str = field(
         default="prompt",
@@ -213,6 +244,34 @@ class EvalArguments:
     save_predictions: bool = field(default=False, metadata={"help": "Also store the generated responses."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Passed to `from_pretrained`."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
+    eval_mode: str = field(
+        default="pro",
+        metadata={
+            "help": "pro: the PRO paper's BLEU/reward table; dove: the DOVE paper's win rates.",
+            "choices": ["pro", "dove"],
+        },
+    )
+    reward_input_format: str = field(
+        default="default",
+        metadata={
+            "help": "How the reward model reads a pair: default, or oasst (the PRO paper's reward model).",
+            "choices": ["default", "oasst"],
+        },
+    )
+    rerank_references: list[str] | None = field(
+        default=None, metadata={"help": "Subsets whose BLEU reference is the reward model's favourite candidate."}
+    )
+    temperatures: list[float] = field(
+        default_factory=lambda: [0.001, 0.5, 1.0], metadata={"help": "DOVE mode: the sampling temperatures."}
+    )
+    judge: str = field(
+        default="reward_model",
+        metadata={"help": "DOVE mode: the judge, reward_model or openai.", "choices": ["reward_model", "openai"]},
+    )
+    judge_base_url: str = field(
+        default="https://api.openai.com/v1", metadata={"help": "DOVE mode: the judge API root."}
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "DOVE mode: the judge chat model."})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -289,15 +348,15 @@ def _split_files(folder: Path, split: str | None) -> list[Path]:
     return [p for p in files if p.name.startswith(split)]
 
 
-def _load_paper_format(path: Path, dataset_format: str, data_args: DataArguments):
-    """Read one file with the loader of a paper format."""
+def _load_paper_format(path: Path, dataset_format: str, data_args: DataArguments, sort_by_reward: bool = True):
+    """Read one file with the loader of a paper format (PRO files keep their order with `sort_by_reward=False`)."""
     from .data import load_dove_jsonl, load_hh_rlhf, load_pro_jsonl
 
     conversational = data_args.dataset_conversational
     if dataset_format == "hh_rlhf":
         return load_hh_rlhf(path, conversational=conversational)
     if dataset_format == "pro_jsonl":
-        return load_pro_jsonl(path, conversational=conversational)
+        return load_pro_jsonl(path, conversational=conversational, sort_by_reward=sort_by_reward)
     if dataset_format == "dove_jsonl":
         return load_dove_jsonl(path, prompt_template=_template(data_args), conversational=conversational)
     raise ValueError(f"Unknown dataset format {dataset_format!r}; expected one of {DATASET_FORMATS}.")
@@ -308,8 +367,11 @@ def load_dataset_by_format(
     data_args: DataArguments,
     config: str | None = None,
     streaming: bool = False,
+    sort_by_reward: bool = True,
 ):
     """Load `name` (a hub name, a local file or a local folder) as a `DatasetDict`, reading the papers' formats.
+
+    `sort_by_reward=False` keeps the candidate order of PRO-format files (the evaluation's reference is the first).
 
     A single file, or a paper-format folder without split-named files, gives one `train` split. A folder in a paper
     format gives one split per prefix of its file names among `train`, `test`, `validation`, `dev` (e.g.
@@ -354,21 +416,21 @@ def load_dataset_by_format(
         folder = path / config if config else path
         return datasets.DatasetDict({"train": load_sparse_feedback_rankings(folder)})
     if path.is_file():
-        return datasets.DatasetDict({"train": _load_paper_format(path, dataset_format, data_args)})
+        return datasets.DatasetDict({"train": _load_paper_format(path, dataset_format, data_args, sort_by_reward)})
     folder = path / config if config else path
     splits = {}
     for split in ("train", "test", "validation", "dev"):
         files = _split_files(folder, split)
         if files:
             splits[split] = datasets.concatenate_datasets(
-                [_load_paper_format(file, dataset_format, data_args) for file in files]
+                [_load_paper_format(file, dataset_format, data_args, sort_by_reward) for file in files]
             )
     if not splits:
         files = _split_files(folder, None)
         if not files:
             raise ValueError(f"{name}: no .json/.jsonl(.gz) file found in {folder}.")
         splits["train"] = datasets.concatenate_datasets(
-            [_load_paper_format(file, dataset_format, data_args) for file in files]
+            [_load_paper_format(file, dataset_format, data_args, sort_by_reward) for file in files]
         )
     return datasets.DatasetDict(splits)
 
@@ -675,8 +737,13 @@ def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> 
         raise ValueError("`--model_name_or_path` is required.")
     if not eval_args.dataset_name:
         raise ValueError("`--dataset_name` is required: one or more test sets.")
-    if not eval_args.reward_model_name_or_path:
+    dove = eval_args.eval_mode == "dove"
+    if eval_args.eval_mode not in ("pro", "dove"):
+        raise ValueError(f"`--eval_mode` must be 'pro' or 'dove', got {eval_args.eval_mode!r}.")
+    if not eval_args.reward_model_name_or_path and not (dove and eval_args.judge == "openai"):
         raise ValueError("`--reward_model_name_or_path` is required: the reward model scores the responses.")
+    if dove and eval_args.judge == "openai" and not eval_args.judge_model:
+        raise ValueError("`--judge openai` needs `--judge_model` (e.g. gpt-3.5-turbo-0125).")
     names = eval_args.subset_names or [_subset_name(name) for name in eval_args.dataset_name]
     if len(names) != len(eval_args.dataset_name) or len(set(names)) != len(names):
         raise ValueError(f"`--subset_names` must give one distinct name per test set, got {names}.")
@@ -684,7 +751,8 @@ def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> 
 
     test_sets = {}
     for subset, name in zip(names, eval_args.dataset_name):
-        dataset_dict = load_dataset_by_format(name, data_args, config=eval_args.dataset_config)
+        # PRO-format test files keep their candidate order: the official BLEU reference is the file's first candidate
+        dataset_dict = load_dataset_by_format(name, data_args, config=eval_args.dataset_config, sort_by_reward=False)
         dataset = _take(_only_or(dataset_dict, eval_args.dataset_split, name), data_args.max_eval_samples)
         test_sets[subset] = _prompts_for_eval(dataset, eval_args.prompt_column, data_args, name)
 
@@ -703,22 +771,28 @@ def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> 
         trust_remote_code=eval_args.trust_remote_code,
     )
     device = "cuda" if torch.cuda.is_available() else None
-    scorer = RewardModelScorer(
-        eval_args.reward_model_name_or_path,
-        batch_size=eval_args.reward_batch_size,
-        max_length=eval_args.reward_max_length,
-        device=device,
-        model_init_kwargs={"trust_remote_code": eval_args.trust_remote_code},
-    )
+    scorer = None
+    if eval_args.reward_model_name_or_path:
+        scorer = RewardModelScorer(
+            eval_args.reward_model_name_or_path,
+            batch_size=eval_args.reward_batch_size,
+            max_length=eval_args.reward_max_length,
+            device=device,
+            model_init_kwargs={"trust_remote_code": eval_args.trust_remote_code},
+            input_format=eval_args.reward_input_format,
+        )
+    if dove:
+        return _run_dove_eval(eval_args, model_args, model, tokenizer, scorer, test_sets)
     results = evaluate_pro_table_row(
         model,
         tokenizer,
         test_sets,
         scorer,
-        max_new_tokens=eval_args.max_new_tokens,
+        max_new_tokens=eval_args.max_new_tokens or 128,
         batch_size=eval_args.batch_size,
-        max_prompt_length=eval_args.max_prompt_length,
+        max_prompt_length=eval_args.max_prompt_length or 384,
         reference_column=eval_args.reference_column,
+        rerank_references=eval_args.rerank_references or (),
         save_predictions=eval_args.save_predictions,
         print_table=True,
         progress_bar=not os.environ.get("TQDM_DISABLE"),
@@ -726,6 +800,48 @@ def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> 
     results["model"] = model_args.model_name_or_path
     results["reward_model"] = eval_args.reward_model_name_or_path
     results["test_sets"] = dict(zip(names, eval_args.dataset_name))
+    output = Path(eval_args.output_file)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"Results written to {output}.")
+    return results
+
+
+def _run_dove_eval(eval_args: EvalArguments, model_args, model, tokenizer, scorer, test_sets) -> dict[str, Any]:
+    """`trl-ranking eval --eval_mode dove`: [`evaluate_dove_win_rates`] on each test set, results in `output_file`."""
+    from .evaluation import evaluate_dove_win_rates
+    from .judges import OpenAIChatJudge, RewardModelJudge
+
+    if eval_args.judge == "openai":
+        judge = OpenAIChatJudge(eval_args.judge_base_url, eval_args.judge_model)
+    else:
+        judge = RewardModelJudge(scorer)
+    results: dict[str, Any] = {"subsets": {}}
+    for subset, dataset in test_sets.items():
+        column = eval_args.reference_column or "gold_response"
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"{subset}: no gold-response column {column!r} (columns: {dataset.column_names}); set "
+                "`--reference_column`."
+            )
+        print(f"{subset}:")
+        results["subsets"][subset] = evaluate_dove_win_rates(
+            model,
+            tokenizer,
+            dataset["prompt"],
+            dataset[column],
+            judge,
+            temperatures=eval_args.temperatures,
+            max_new_tokens=eval_args.max_new_tokens or 400,
+            batch_size=eval_args.batch_size,
+            max_prompt_length=eval_args.max_prompt_length,
+            seed=eval_args.seed,
+            save_predictions=eval_args.save_predictions,
+            progress_bar=not os.environ.get("TQDM_DISABLE"),
+        )
+    results["model"] = model_args.model_name_or_path
+    results["judge"] = eval_args.judge_model if eval_args.judge == "openai" else eval_args.reward_model_name_or_path
+    results["test_sets"] = dict(zip(test_sets, eval_args.dataset_name))
     output = Path(eval_args.output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

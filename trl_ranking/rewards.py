@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, Any]]
 PromptLike = str | Messages
+INPUT_FORMATS = ("default", "oasst")
 
 
 def _is_conversational(value: Any) -> bool:
@@ -57,6 +58,14 @@ class RewardModelScorer:
             Device to move the model to; by default the model stays where it is.
         model_init_kwargs (`dict`, *optional*):
             Keyword arguments for `from_pretrained` when `model` is a string (e.g. `{"dtype": torch.bfloat16}`).
+        input_format (`str`, defaults to `"default"`):
+            How a pair becomes text. `"default"`: as described above. `"oasst"`: the OpenAssistant reward models'
+            format, which the PRO paper's official evaluation feeds its reward model (`PRO/eval/metrics2.py`,
+            `create_reward_fn_2`): every turn of the dialogue is `<|prompter|>text` or `<|assistant|>text` followed
+            by the EOS token, and the response closes the last assistant turn:
+            `<|prompter|>Hi<|endoftext|><|assistant|>Hello!<|endoftext|>`. The prompt must be an HH-RLHF transcript
+            (`"\\n\\nHuman: ...\\n\\nAssistant:"`) or a list of user/assistant messages; turn texts and the
+            response are stripped, as the official preprocessing and generation strip them.
 
     Example:
 
@@ -84,9 +93,12 @@ class RewardModelScorer:
         max_length: int | None = 1024,
         device: str | torch.device | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
+        input_format: str = "default",
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
@@ -128,6 +140,7 @@ class RewardModelScorer:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        self.input_format = input_format
         self.pad_token_id = text_config.pad_token_id
         self._warned_long_completion = False
         # Reward functions in TRL trainers are logged under their `__name__`
@@ -141,8 +154,30 @@ class RewardModelScorer:
         except StopIteration:  # pragma: no cover - a model without parameters
             return torch.device("cpu")
 
+    def _render_oasst(self, prompt: PromptLike, completion: PromptLike, index: int) -> tuple[str, str, bool]:
+        """The OpenAssistant format: `<|prompter|>...<eos><|assistant|>...<eos>` (special tokens are in the text)."""
+        from .data.pro_format import _prompt_to_turns
+
+        where = f"pair {index}"
+        turns = _prompt_to_turns(prompt, where)
+        if turns is None:
+            raise ValueError(
+                f"{where}: input_format='oasst' needs a dialogue prompt (an HH-RLHF transcript or user/assistant "
+                "messages), got plain text"
+            )
+        if _is_conversational(completion):
+            completion = "".join(str(message.get("content", "")) for message in completion)
+        if not isinstance(completion, str):
+            raise ValueError(f"{where}: field 'completion' must be a string or assistant messages")
+        eos = self.tokenizer.eos_token
+        prompt_text = "".join(turn.strip() + eos for turn in turns[:-1]) + turns[-1]
+        # The official scorer tokenizes the whole text with the tokenizer's default special tokens
+        return prompt_text, completion.strip() + eos, False
+
     def _render(self, prompt: PromptLike, completion: PromptLike, index: int) -> tuple[str, str, bool]:
         """Return (prompt_text, completion_text, conversational) for one pair."""
+        if self.input_format == "oasst":
+            return self._render_oasst(prompt, completion, index)
         if isinstance(prompt, str):
             if not isinstance(completion, str):
                 raise ValueError(
@@ -266,4 +301,7 @@ class RewardModelScorer:
 
     def __repr__(self) -> str:
         name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
-        return f"RewardModelScorer(model={name!r}, batch_size={self.batch_size}, max_length={self.max_length})"
+        return (
+            f"RewardModelScorer(model={name!r}, batch_size={self.batch_size}, max_length={self.max_length}, "
+            f"input_format={self.input_format!r})"
+        )

@@ -87,3 +87,36 @@ def _warn_prefix_once(processing_class, tail: list[int]) -> None:
         "and this end of the prompt is left out of the training sequence: %r",
         processing_class.decode(tail),
     )
+
+
+def left_truncate_prompt(
+    prompt_ids: list[int], max_prompt_length: int, special_ids: set[int] | None = None
+) -> list[int]:
+    """Keep the last `max_prompt_length` tokens of `prompt_ids`, but keep its leading special tokens (e.g. BOS).
+
+    A plain `prompt_ids[-max_prompt_length:]` cuts the BOS token that Llama- or Mistral-style tokenizers put first, and
+    a model then reads a prompt that starts mid-text without its start token. The leading run of `special_ids` is kept
+    in front of the last `max_prompt_length - len(run)` tokens, so the result has `max_prompt_length` tokens. When the
+    run alone fills the budget, the plain cut is used.
+
+    Example:
+
+    ```python
+    >>> left_truncate_prompt([1, 10, 11, 12, 13], 3, special_ids={1})
+    [1, 12, 13]
+    ```
+    """
+    if len(prompt_ids) <= max_prompt_length:
+        return list(prompt_ids)
+    lead = 0
+    while special_ids and lead < len(prompt_ids) and prompt_ids[lead] in special_ids:
+        lead += 1
+    if lead == 0 or lead >= max_prompt_length:
+        return list(prompt_ids[-max_prompt_length:])
+    return list(prompt_ids[:lead]) + list(prompt_ids[len(prompt_ids) - (max_prompt_length - lead) :])
+
+
+def leading_special_ids(processing_class) -> set[int]:
+    """The token ids `left_truncate_prompt` keeps in front of a prompt: the tokenizer's special tokens."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    return set(getattr(tokenizer, "all_special_ids", None) or [])

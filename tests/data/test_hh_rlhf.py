@@ -17,25 +17,70 @@ def _raw_records():
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def test_real_file_keeps_2307_of_2312_and_logs_the_dropped(caplog):
-    assert len(_raw_records()) == 2312
-    with caplog.at_level(logging.WARNING, logger="trl_ranking.data.hh_rlhf"):
+def _official_split_dialogue(text: str) -> list[tuple[str, str]]:
+    """The official PRO preprocessing's `_split_dialogue` (`train/hh_preprocess_data/step_1_process.py`), rewritten:
+    lines starting with a speaker open or continue that speaker's message, other lines are skipped, and consecutive
+    lines of one speaker are joined with a newline after stripping."""
+    dialogue, role, messages = [], None, []
+    for line in text.split("\n\n"):
+        if line.startswith("Human:"):
+            speaker, message = "Human", line[7:]
+        elif line.startswith("Assistant:"):
+            speaker, message = "Assistant", line[11:]
+        else:
+            continue
+        if role != speaker:
+            if role is not None:
+                dialogue.append((role, "\n".join(messages)))
+                messages = []
+            role = speaker
+        messages.append(message.strip())
+    if role is not None and messages:
+        dialogue.append((role, "\n".join(messages)))
+    return dialogue
+
+
+def test_real_file_keeps_all_2312_rows_as_the_paper(caplog):
+    records = _raw_records()
+    assert len(records) == 2312
+    # The official filter: a row is kept when "Assistant" is in `chosen` and both dialogues have as many messages
+    official = [
+        r
+        for r in records
+        if "Assistant" in r["chosen"]
+        and len(_official_split_dialogue(r["chosen"])) == len(_official_split_dialogue(r["rejected"]))
+    ]
+    assert len(official) == 2312  # the paper's Table 1 count for harmless-base test
+    with caplog.at_level(logging.INFO, logger="trl_ranking.data.hh_rlhf"):
         dataset = load_hh_rlhf(HH_RLHF_FILE)
-    assert len(dataset) == 2307
+    assert len(dataset) == 2312
     assert dataset.column_names == ["prompt", "chosen", "rejected"]
-    assert "dropped 5 rows" in caplog.text
+    assert "merged the consecutive final Assistant turns of 5 rows" in caplog.text
+    assert "dropped" not in caplog.text
 
 
 def test_rows_rebuild_the_raw_transcripts():
-    # Independent split: everything up to the last "\n\nAssistant:" of each transcript, kept when both agree
-    expected = []
-    for record in _raw_records():
+    # Independent split: everything up to the last "\n\nAssistant:" of each transcript, when both agree
+    dataset = load_hh_rlhf(HH_RLHF_FILE)
+    merged = 0
+    for record, row in zip(_raw_records(), dataset):
         cut_c = record["chosen"].rfind("\n\nAssistant:") + len("\n\nAssistant:")
         cut_r = record["rejected"].rfind("\n\nAssistant:") + len("\n\nAssistant:")
         if record["chosen"][:cut_c] == record["rejected"][:cut_r]:
-            expected.append((record["chosen"][:cut_c], record["chosen"][cut_c:], record["rejected"][cut_r:]))
-    dataset = load_hh_rlhf(HH_RLHF_FILE)
-    assert list(zip(dataset["prompt"], dataset["chosen"], dataset["rejected"])) == expected
+            assert (row["prompt"], row["chosen"], row["rejected"]) == (
+                record["chosen"][:cut_c],
+                record["chosen"][cut_c:],
+                record["rejected"][cut_r:],
+            )
+            continue
+        # A transcript ending with several Assistant turns: its response is the official merged last message
+        merged += 1
+        for side in ("chosen", "rejected"):
+            official = _official_split_dialogue(record[side])
+            assert official[-1][0] == "Assistant"
+            assert row[side].strip() == official[-1][1]
+            assert record[side].startswith(row["prompt"])
+    assert merged == 5
     assert all(prompt.endswith("\n\nAssistant:") for prompt in dataset["prompt"])
 
 

@@ -137,13 +137,19 @@ def side_ids(tokenizer, prompt, response) -> tuple[list[int], int]:
     return ids, prompt_len
 
 
-def expected_dove(tokenizer, policy, ref, rows, joint=True) -> dict[str, torch.Tensor]:
-    """Eq. 2 by hand: -logsigmoid(beta * ([log p(I_w,R_w) - ref] - [log p(I_l,R_l) - ref])), mean over pairs."""
+def expected_dove(tokenizer, policy, ref, rows, joint=True, bos=None) -> dict[str, torch.Tensor]:
+    """Eq. 2 by hand: -logsigmoid(beta * ([log p(I_w,R_w) - ref] - [log p(I_l,R_l) - ref])), mean over pairs.
+
+    With `bos`, a standard-text row that does not start with it gets it in front, as the official DOVE code does, so
+    that the first instruction token is scored.
+    """
     out = {key: [] for key in ("chosen", "rejected", "ref_chosen", "ref_rejected", "instr_chosen", "instr_rejected")}
     for row in rows:
         for side in ("chosen", "rejected"):
             prompt = row.get(f"{side}_prompt") or row["prompt"]
             ids, prompt_len = side_ids(tokenizer, prompt, row[side])
+            if bos is not None and isinstance(prompt, str) and ids[0] != bos:
+                ids, prompt_len = [bos, *ids], prompt_len + 1
             first = 1 if joint else prompt_len
             out[side].append(seq_logp(policy, ids, first))
             out[f"ref_{side}"].append(seq_logp(ref, ids, first))
@@ -155,22 +161,33 @@ def expected_dove(tokenizer, policy, ref, rows, joint=True) -> dict[str, torch.T
     return out
 
 
-@pytest.mark.parametrize("joint", [True, False], ids=["joint", "conditional-ablation"])
+@pytest.mark.parametrize(
+    ("joint", "prepend_bos"),
+    [(True, True), (True, False), (False, True)],
+    ids=["joint", "joint-without-bos", "conditional-ablation"],
+)
 def test_loss_matches_independent_computation(tmp_path, tokenizer, tiny_model_path, ref_model_path, joint_rows,
-                                              conditional_rows, joint):  # fmt: skip
-    """Joint and conditional real rows mixed in one dataset; an explicit reference with other weights."""
+                                              conditional_rows, joint, prepend_bos):  # fmt: skip
+    """Joint and conditional real rows mixed in one dataset; an explicit reference with other weights.
+
+    GPT-2's tokenizer adds no BOS: with `prepend_bos` (the default) the joint rows start with its BOS token, as the
+    official code builds them, so the first instruction token is scored; without it, scoring starts at the second.
+    """
     rows = [{"prompt": None, **row} for row in joint_rows[:2]] + [
         {"chosen_prompt": None, "rejected_prompt": None, **row} for row in conditional_rows[:2]
     ]
     trainer = DOVETrainer(
         model=load(tiny_model_path),
         ref_model=load(ref_model_path),
-        args=make_args(DOVEConfig, tmp_path, joint=joint),
+        args=make_args(DOVEConfig, tmp_path, joint=joint, prepend_bos=prepend_bos),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+    first = trainer.train_dataset[0]
+    assert (first["chosen_prompt_ids"][0] == tokenizer.bos_token_id) == (joint and prepend_bos)
     loss = trainer.compute_loss(trainer.model, whole_batch(trainer))
-    expected = expected_dove(tokenizer, load(tiny_model_path), load(ref_model_path), rows, joint=joint)
+    bos = tokenizer.bos_token_id if joint and prepend_bos else None
+    expected = expected_dove(tokenizer, load(tiny_model_path), load(ref_model_path), rows, joint=joint, bos=bos)
     torch.testing.assert_close(loss.detach(), expected["loss"], rtol=1e-5, atol=1e-5)
     assert abs(last_metric(trainer, "rewards/margins") - expected["margin"].item()) < 1e-4
     assert abs(last_metric(trainer, "logps/chosen") - expected["chosen"].mean().item()) < 1e-3
@@ -239,7 +256,8 @@ def test_dove_equals_dpo_on_shared_prompts(tmp_path, tokenizer, tiny_model_path,
     dove = DOVETrainer(
         model=load(tiny_model_path),
         ref_model=load(ref_model_path),
-        args=make_args(DOVEConfig, tmp_path / "dove", loss_type=loss_type),
+        # The same tokens as DPO's (no BOS prepended), so that the equivalence is exact
+        args=make_args(DOVEConfig, tmp_path / "dove", loss_type=loss_type, prepend_bos=False),
         train_dataset=dataset,
         processing_class=tokenizer,
     )
@@ -503,7 +521,13 @@ def test_max_prompt_length_left_truncates(bare_trainer, tokenizer):
     row = dataset[0]
     assert len(row["chosen_prompt_ids"]) == 16
     assert tokenizer.decode(row["chosen_prompt_ids"]).endswith("Name a color.")
-    assert row["rejected_prompt_ids"] == tokenizer("Add 2+2.")["input_ids"]
+    # `prepend_bos` (the default) puts BOS first, and left-truncation keeps it there
+    bos = tokenizer.bos_token_id
+    assert (
+        row["chosen_prompt_ids"][0] == bos
+        and row["chosen_prompt_ids"][1:] == tokenizer(long_row["chosen_prompt"])["input_ids"][-15:]
+    )
+    assert row["rejected_prompt_ids"] == [bos, *tokenizer("Add 2+2.")["input_ids"]]
     assert row["prompt_truncated"] == 1
 
 

@@ -104,13 +104,15 @@ def test_pairwise_win_rate_both_orders(dove_outputs_and_gold):
     shorter = sum(len(a) < len(b) for a, b in zip(model_outputs, gold))
     equal = 8 - longer - shorter
     results = pairwise_win_rate(prefer_longer, prompts, model_outputs, gold)
-    assert set(results) == {"win", "tie", "lose"}
+    assert set(results) == {"win", "tie", "lose", "win_rate", "num_judged", "failed"}
+    assert results["num_judged"] == 8 and results["failed"] == 0
     # equal lengths: 0 then 0 in the two orders, a flip, counted as a tie
-    assert _counted(results) == {"win": longer, "tie": equal, "lose": shorter}
-    assert sum(results.values()) == pytest.approx(1.0)
+    rates = {key: results[key] for key in ("win", "tie", "lose")}
+    assert _counted(rates) == {"win": longer, "tie": equal, "lose": shorter}
+    assert sum(rates.values()) == pytest.approx(1.0)
 
     always_first = pairwise_win_rate(lambda first, second: 0, prompts, model_outputs, gold)
-    assert always_first == {"win": 0.0, "tie": 1.0, "lose": 0.0}, "a position-biased judge flips: all ties"
+    assert always_first["win"] == 0.0 and always_first["tie"] == 1.0, "a position-biased judge flips: all ties"
 
     seen = []
 
@@ -118,7 +120,7 @@ def test_pairwise_win_rate_both_orders(dove_outputs_and_gold):
         seen.append((first, second))
         return np.int64(0) if first[1] == model_outputs[prompts.index(first[0])] else np.int64(1)
 
-    assert pairwise_win_rate(recording, prompts, model_outputs, gold) == {"win": 1.0, "tie": 0.0, "lose": 0.0}
+    assert pairwise_win_rate(recording, prompts, model_outputs, gold)["win"] == 1.0
     assert ((prompts[0], model_outputs[0]), (prompts[0], gold[0])) in seen
     assert ((prompts[0], gold[0]), (prompts[0], model_outputs[0])) in seen
     assert len(seen) == 16
@@ -137,11 +139,11 @@ def test_pairwise_win_rate_uses_judge_batch():
 
     prompts = [f"q{i}" for i in range(5)]
     results = pairwise_win_rate(BatchJudge(), prompts, ["aaaa"] * 3 + ["a"] * 2, ["bb"] * 5, batch_size=2)
-    assert results == {"win": 0.6, "tie": 0.0, "lose": 0.4}
+    assert results == {"win": 0.6, "tie": 0.0, "lose": 0.4, "win_rate": 0.6, "num_judged": 5, "failed": 0}
     assert BatchJudge.calls == 3
 
 
-@pytest.mark.parametrize("answer", [2, -1, True, "0", 0.0, None])
+@pytest.mark.parametrize("answer", [2, -1, True, "0", 0.0])
 def test_judge_must_answer_0_or_1(answer):
     with pytest.raises(ValueError, match=r"prompt 0, order \(a, b\): the judge must return 0 or 1"):
         pairwise_win_rate(lambda first, second: answer, ["q"], ["a"], ["b"])

@@ -92,6 +92,7 @@ class Recorder:
                     "model": model,
                     "optimizer": id(trainer.optimizer),
                     "optimizer_steps": {int(step) for step in optimizer_steps if step is not None},
+                    "kwargs": dict(kwargs),
                     **seen,
                 }
             )
@@ -152,6 +153,33 @@ def test_rerank_keeps_the_top_first_and_rewards_descending():
     )
     with pytest.raises(ValueError, match="original top candidate"):
         rerank_keeping_top(["s", "t"], [1.0, 0.0], [True, False])
+
+
+def test_rerank_sort_rewards_reading_of_footnote_6():
+    """The other reading: same order, the reward values sorted and reassigned by position."""
+    ranked, rewards, flags, would_lead = rerank_keeping_top(
+        ["top", "b", "s"], [0.1, 0.5, 0.9], [False, False, True], rule="sort_rewards"
+    )
+    assert ranked == ["top", "s", "b"] and flags == [False, True, False] and would_lead
+    assert rewards == [0.9, 0.5, 0.1]
+    # Dynamic temperature of stage 1 (w_1i = r_1 - r_i, w_11 = max_i w_1i): the sample now has a margin of 0.4 below
+    # the top, where "raise_top" gives it 0 (a tie with the raised top)
+    raised = rerank_keeping_top(["top", "b", "s"], [0.1, 0.5, 0.9], [False, False, True])[1]
+    assert [raised[0] - r for r in raised[1:]] == pytest.approx([0.0, 0.4])
+    assert [rewards[0] - r for r in rewards[1:]] == pytest.approx([0.4, 0.8])
+    # Without a sample outscoring the top, both readings give the reward model's own values
+    plain = ["top", "b", "s"], [2.0, -1.0, 0.5], [False, False, True]
+    assert rerank_keeping_top(*plain, rule="sort_rewards") == rerank_keeping_top(*plain)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        rerank_keeping_top(*plain, rule="swap")
+
+
+def test_bootstrap_sampling_options_are_checked(tmp_path):
+    assert make_config(tmp_path).bootstrap_top_k == 0 and make_config(tmp_path).bootstrap_rerank == "raise_top"
+    with pytest.raises(ValueError, match="`bootstrap_top_k` must be a non-negative integer"):
+        make_config(tmp_path, bootstrap_top_k=-1)
+    with pytest.raises(ValueError, match="`bootstrap_rerank` must be 'raise_top' or 'sort_rewards'"):
+        make_config(tmp_path, bootstrap_rerank="sorted")
 
 
 def test_chunk_sampler_walks_chunks_in_order_and_shuffles_within():
@@ -262,6 +290,35 @@ def test_resume_reuses_the_saved_chunk(run, tiny_model_path, tokenizer, monkeypa
         assert recorder.rounds[1] == run["recorder"].rounds[1]  # same samples as the uninterrupted run
     for name, param in trainer.model.named_parameters():
         torch.testing.assert_close(param.detach(), run["final"][name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resample", [False, True], ids=["sample-once", "resample-each-epoch"])
+def test_epochs_sample_each_chunk_once_by_default(tmp_path, tiny_model_path, tokenizer, monkeypatch, resample):
+    """Algorithm 1 samples each chunk once: with 2 epochs the second trains on the first epoch's rankings, unless
+    `bootstrap_resample_each_epoch=True`. Plain sampling: `top_k=0` reaches `generate`."""
+    raw_rows = make_rows(8)
+    trainer, recorder = build_trainer(
+        tiny_model_path,
+        tokenizer,
+        tmp_path,
+        monkeypatch,
+        raw_rows,
+        num_train_epochs=2,
+        bootstrap_resample_each_epoch=resample,
+        save_strategy="no",
+    )
+    trainer.train()
+    assert trainer.state.global_step == 8
+    assert [call["global_step"] for call in recorder.calls] == ([0, 2, 4, 6] if resample else [0, 2])
+    assert all(call["kwargs"]["top_k"] == 0 and call["kwargs"]["top_p"] == 1.0 for call in recorder.calls)
+    assert sorted(recorder.rounds) == [0, 1, 2, 3]
+    for chunk in (0, 1):
+        first, second = recorder.rounds[chunk], recorder.rounds[chunk + 2]
+        assert_footnote_6(first + second, raw_rows)
+        if not resample:
+            assert second == first  # the same augmented rankings, samples included
+    assert [record["epoch"] for record in trainer.bootstrapper.history] == ([0, 0, 1, 1] if resample else [0, 0])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

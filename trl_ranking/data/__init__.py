@@ -5,6 +5,7 @@ from .hh_rlhf import load_hh_rlhf, split_hh_transcript
 from .joint_pairs import PairStats, build_conditional_pairs, build_joint_pairs
 from .pro_format import load_pro_jsonl, save_pro_jsonl
 from .ranking import add_completions, rank_completions, ranking_view
+from .single_responses import select_single_responses
 from .sparse_feedback import load_sparse_feedback_rankings
 
 
@@ -23,5 +24,6 @@ __all__ = [
     "ranking_view",
     "save_dove_jsonl",
     "save_pro_jsonl",
+    "select_single_responses",
     "split_hh_transcript",
 ]

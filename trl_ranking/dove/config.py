@@ -26,6 +26,13 @@ class DOVEConfig(DPOConfig):
         joint (`bool`, *optional*, defaults to `True`):
             Score each side by its joint log-probability `log p(I, R)`, the DOVE objective (Eq. 2). `False` scores the
             response only, `log p(R | I)`: the conditional ablation, identical to DPO on each side's own instruction.
+        prepend_bos (`bool`, *optional*, defaults to `True`):
+            With `joint=True`, put the tokenizer's BOS token in front of every standard-text instruction that does
+            not already start with it, so that the first instruction token is scored too, as in the official code
+            (which prepends BOS to every row). It matters for tokenizers that do not add a BOS token themselves
+            (GPT-2); Llama- and Mistral-style tokenizers already add one, and a tokenizer without a BOS token (Qwen)
+            is left as it is, with a warning. Conversational rows start with the chat template's own tokens and are
+            not changed. `False` scores from the second instruction token on.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, each side's instruction longer than this many tokens is truncated from the left (keeping its end,
             next to the response). Truncated instructions are counted in the log. Without it, a side whose instruction
@@ -72,6 +79,13 @@ class DOVEConfig(DPOConfig):
         metadata={
             "help": "Score each side by its joint log-probability log p(I, R) (DOVE). False scores log p(R | I) only "
             "(the conditional ablation, i.e. DPO on each side's own instruction)."
+        },
+    )
+    prepend_bos: bool = field(
+        default=True,
+        metadata={
+            "help": "With joint=True, prepend the BOS token to standard-text instructions that do not start with it, "
+            "so the first instruction token is scored (the official code prepends BOS)."
         },
     )
     max_prompt_length: int | None = field(

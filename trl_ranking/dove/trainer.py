@@ -23,7 +23,14 @@ from trl.trainer.utils import global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
 from ..packing import choose_layout, packed_token_log_probs, scatter_to_padded
-from ..tokenization import chat_template_kwargs_of, is_conversational_value, is_empty_text, tokenize_prompt_completions
+from ..tokenization import (
+    chat_template_kwargs_of,
+    is_conversational_value,
+    is_empty_text,
+    leading_special_ids,
+    left_truncate_prompt,
+    tokenize_prompt_completions,
+)
 from ..trainer_utils import (
     DPOTrainerFixesMixin,
     overridden_config,
@@ -398,6 +405,14 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         eos_token = self._tokenizer.eos_token
         max_length, max_prompt_length = args.max_length, args.max_prompt_length
         check_length = max_length is not None and args.truncation_mode == "keep_start"
+        special_ids = leading_special_ids(self._tokenizer)  # kept in front when a prompt is left-truncated (e.g. BOS)
+        # The official DOVE code prepends BOS to every row, so the first instruction token is scored (joint mode)
+        bos_id = self._tokenizer.bos_token_id
+        add_bos = args.joint and args.prepend_bos and bos_id is not None
+        if args.joint and args.prepend_bos and bos_id is None:
+            logger.warning(
+                "`prepend_bos=True`, but the tokenizer has no BOS token: the first instruction token is not scored."
+            )
 
         def tokenize_row(example: dict[str, Any], index: int, scoring: dict[str, Any]) -> dict[str, Any]:
             pair = to_joint_pair(example, index)
@@ -416,13 +431,18 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
                     processing_class, rejected_prompt, [rejected], eos_token=eos_token, **template_kwargs
                 )
+            if add_bos:
+                if not is_conversational_value(chosen_prompt) and chosen_prompt_ids[:1] != [bos_id]:
+                    chosen_prompt_ids = [bos_id, *chosen_prompt_ids]
+                if not is_conversational_value(rejected_prompt) and rejected_prompt_ids[:1] != [bos_id]:
+                    rejected_prompt_ids = [bos_id, *rejected_prompt_ids]
             output: dict[str, Any] = {"prompt_truncated": 0}
             for side, prompt_field, prompt_ids, response_ids in (
                 ("chosen", pair.chosen_prompt_field, chosen_prompt_ids, chosen_ids),
                 ("rejected", pair.rejected_prompt_field, rejected_prompt_ids, rejected_ids),
             ):
                 if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
-                    prompt_ids = prompt_ids[-max_prompt_length:]
+                    prompt_ids = left_truncate_prompt(prompt_ids, max_prompt_length, special_ids)
                     output["prompt_truncated"] += 1
                 if not response_ids:
                     raise ValueError(f"Row {index}, field '{side}': the response has no token.")
@@ -454,6 +474,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         # scored tokens depend on these options: passing them to `map` folds them into the fingerprint, so that a
         # joint and a conditional run never share a cache.
         scoring = {"joint": args.joint, "max_length": max_length, "truncation_mode": args.truncation_mode}
+        scoring["prepend_bos"] = add_bos
         map_kwargs: dict[str, Any] = {"with_indices": True, "fn_kwargs": {"scoring": scoring}}
         if isinstance(dataset, Dataset):
             map_kwargs.update(num_proc=args.dataset_num_proc, desc=f"Tokenizing {dataset_name} joint pairs")

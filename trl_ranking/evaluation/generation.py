@@ -8,10 +8,14 @@ from typing import Any
 import torch
 
 from trl_ranking.data.ranking import is_messages
+from trl_ranking.tokenization import leading_special_ids, left_truncate_prompt
 
 
 HH_STOP_STRINGS: tuple[str, ...] = ("\n\nHuman:",)
 """Where an HH-RLHF response ends: the next human turn of the transcript."""
+
+PRO_STOP_STRINGS: tuple[str, ...] = ("Human:", "human:", "Assistant:", "assistant:")
+"""The PRO paper's official evaluation cuts a response at the first of these, anywhere in it (`infer_func_now.py`)."""
 
 
 def is_hh_prompt(prompt: Any) -> bool:
@@ -94,11 +98,14 @@ def generate_responses(
         prompts (`list[str]` or `list[list[dict]]`): The prompts, all standard or all conversational.
         max_new_tokens (`int`, defaults to `128`): Maximum number of new tokens per response.
         batch_size (`int`, defaults to `8`): Prompts per `generate` call.
-        max_prompt_length (`int`, *optional*): Keep only the last `max_prompt_length` tokens of each prompt.
+        max_prompt_length (`int`, *optional*): Keep only the last `max_prompt_length` tokens of each prompt (its
+            leading special tokens, e.g. BOS, are kept in front: see `trl_ranking.tokenization.left_truncate_prompt`).
         stop_strings (`list[str]`, `"auto"` or `None`, defaults to `"auto"`):
             Strings that end a response: generation stops there (a `StopStringCriteria`, built once for all
-            batches) and the text is cut before them. `"auto"` uses `HH_STOP_STRINGS` (`"\\n\\nHuman:"`, the next turn of the transcript) when
-            the prompts are HH-RLHF transcripts and nothing otherwise; `None` disables stop strings.
+            batches) and the text is cut before them. `"auto"` uses `HH_STOP_STRINGS` (`"\\n\\nHuman:"`, the next turn of
+            the transcript) when the prompts are HH-RLHF transcripts and nothing otherwise; `"pro"` uses
+            `PRO_STOP_STRINGS` (`"Human:"`, `"human:"`, `"Assistant:"`, `"assistant:"` anywhere, the PRO paper's
+            official evaluation); `None` disables stop strings.
         progress_bar (`bool`, defaults to `True`): Show a `tqdm` progress bar over batches.
         **generation_kwargs: Passed to `model.generate` (e.g. `do_sample=True, temperature=0.7`). With
             `num_return_sequences=k` the result has `k` responses per prompt, grouped by prompt.
@@ -146,9 +153,12 @@ def generate_responses(
         raise ValueError("conversational prompts need a tokenizer with a chat template, and this one has none")
 
     if isinstance(stop_strings, str):
-        if stop_strings != "auto":
-            raise ValueError(f"stop_strings must be a list of strings, 'auto' or None, got {stop_strings!r}")
-        stop_strings = HH_STOP_STRINGS if not conversational and any(map(is_hh_prompt, prompts)) else None
+        if stop_strings not in ("auto", "pro"):
+            raise ValueError(f"stop_strings must be a list of strings, 'auto', 'pro' or None, got {stop_strings!r}")
+        if stop_strings == "pro":
+            stop_strings = PRO_STOP_STRINGS
+        else:
+            stop_strings = HH_STOP_STRINGS if not conversational and any(map(is_hh_prompt, prompts)) else None
     stop_strings = list(stop_strings) if stop_strings else None
 
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -167,6 +177,7 @@ def generate_responses(
         criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
         generation_kwargs["stopping_criteria"] = criteria
 
+    special_ids = leading_special_ids(tokenizer)  # a left-truncated prompt keeps its leading BOS
     encoded: list[list[int]] = []
     for prompt in prompts:
         if conversational:
@@ -175,7 +186,7 @@ def generate_responses(
         else:
             ids = tokenizer(prompt)["input_ids"]
         if max_prompt_length is not None and len(ids) > max_prompt_length:
-            ids = ids[len(ids) - max_prompt_length :]
+            ids = left_truncate_prompt(ids, max_prompt_length, special_ids)
         if not ids:
             raise ValueError("a prompt encodes to no tokens; generation needs at least one")
         encoded.append(list(ids))

@@ -13,9 +13,12 @@ How the run is laid out (exact: each chunk is sampled with the policy as it is w
   [`ChunkSampler`], which walks the chunks in order and shuffles the rows within each chunk (seeded with
   `data_seed`/`seed` and the epoch; `train_sampling_strategy="sequential"` keeps the dataset order).
   `bootstrap_passes_per_chunk` repeats each chunk that many times (reshuffled) before the next one starts: the
-  paper's `PRO(pi, D_i)` run for several epochs on one chunk. A "round" is one chunk of one epoch: with
-  `num_train_epochs > 1` each epoch samples every chunk again from the then-current policy (samples never
-  accumulate: a round always starts from the original candidates).
+  paper's `PRO(pi, D_i)` run for several epochs on one chunk. A "round" is one chunk of one epoch. Algorithm 1
+  samples each chunk once: with `num_train_epochs > 1` every chunk is sampled in the first epoch only, and the later
+  epochs train on the same augmented rankings (kept in memory and in the checkpoints). With
+  `bootstrap_resample_each_epoch=True` each epoch samples every chunk again from the then-current policy (samples
+  never accumulate: a round always starts from the original candidates). For the paper's exact schedule (all the
+  epochs of chunk i before chunk i + 1 is sampled) use `bootstrap_passes_per_chunk` with `num_train_epochs=1`.
 - Augmentation is lazy and happens in `training_step`, not in the dataloader: accelerate prefetches one batch ahead,
   so augmenting inside the dataset would sample one optimizer step too early. The first micro-batch that holds a row
   of round r triggers the augmentation of round r with the policy as it is then (every earlier optimizer step done,
@@ -25,7 +28,8 @@ How the run is laid out (exact: each chunk is sampled with the policy as it is w
 - Generation reuses `trl_ranking.evaluation.generate_responses` on the unwrapped policy
   (`trl.models.utils.unwrap_model_for_generation`: the LoRA adapter active, gradient checkpointing off while
   generating, ZeRO-3 parameters gathered), under `torch.no_grad()`, in eval mode and with the training mode restored
-  afterwards; sampling with `bootstrap_temperature`/`bootstrap_top_p`, `bootstrap_num_samples` responses per prompt,
+  afterwards; sampling with `bootstrap_temperature`/`bootstrap_top_p`/`bootstrap_top_k` (`top_k=0` by default, so
+  that `top_p=1.0` is plain sampling, not `generate`'s default top-50), `bootstrap_num_samples` responses per prompt,
   prompts left-truncated to `max_prompt_length`, at most `bootstrap_max_new_tokens` new tokens. Each process samples
   for its own share of the chunk (rows `index % world_size == rank`) and scores its rows; the augmented rows are then
   gathered with `accelerate.utils.gather_object`, keyed by their dataset index, so every process holds the whole
@@ -40,6 +44,8 @@ How the run is laid out (exact: each chunk is sampled with the policy as it is w
   negative and stage 1 would reward the second candidate for being more likely than the top. A raised top ties with
   the second candidate, so that candidate gets weight 0 (a constant term) in stage 1: the reward model saw no margin
   between them, and none is invented; every other weight is the reward model's own difference.
+  `bootstrap_rerank="sort_rewards"` takes the footnote's other reading: the same order, the reward values sorted and
+  reassigned by position.
 - Resuming: every checkpoint folder gets `bootstrap_state.json` with the augmented rows of the rounds still in use and
   the per-round history. Resuming from a checkpoint in the middle of chunk i reuses those rows instead of sampling
   again; later chunks are sampled when reached, with the same random state as an uninterrupted run (the trainer
@@ -146,16 +152,21 @@ def make_reward_scorer(
     )
 
 
+RERANK_RULES = ("raise_top", "sort_rewards")
+
+
 def rerank_keeping_top(
-    completions: Sequence[Any], rewards: Sequence[float], is_sample: Sequence[bool]
+    completions: Sequence[Any], rewards: Sequence[float], is_sample: Sequence[bool], rule: str = "raise_top"
 ) -> tuple[list[Any], list[float], list[bool], bool]:
     """Re-rank a ranking extended with sampled responses, the sample never first (the PRO paper's footnote 6).
 
     `completions[0]` is the original top candidate and `rewards` are the reward model's scores of every candidate.
     The top candidate stays first; the others follow in descending reward order (a stable sort: ties keep their input
-    order). The rewards keep the reward model's values in that order, except the top's, raised to the best other
-    reward when that one is higher (`r_1 = max(r_1, r_2)`), so that the rewards stay descending as the dynamic
-    temperature needs (see the module docstring for why this rule).
+    order). With `rule="raise_top"` (the default) the rewards keep the reward model's values in that order, except
+    the top's, raised to the best other reward when that one is higher (`r_1 = max(r_1, r_2)`), so that the rewards
+    stay descending as the dynamic temperature needs (see the module docstring for why this rule). With
+    `rule="sort_rewards"` (footnote 6's other reading) the reward values are sorted in descending order and assigned
+    by position: the top gets the highest value, the second the next, and so on.
 
     Returns:
         `(completions, rewards, is_sample, sample_would_lead)`: the new ranking, its descending rewards, which
@@ -167,8 +178,12 @@ def rerank_keeping_top(
     ```python
     >>> rerank_keeping_top(["top", "b", "sample"], [0.1, 0.5, 0.9], [False, False, True])
     (['top', 'sample', 'b'], [0.9, 0.9, 0.5], [False, True, False], True)
+    >>> rerank_keeping_top(["top", "b", "sample"], [0.1, 0.5, 0.9], [False, False, True], rule="sort_rewards")
+    (['top', 'sample', 'b'], [0.9, 0.5, 0.1], [False, True, False], True)
     ```
     """
+    if rule not in RERANK_RULES:
+        raise ValueError(f"rule must be one of {RERANK_RULES}, got {rule!r}")
     if not (len(completions) == len(rewards) == len(is_sample)):
         raise ValueError(
             f"{len(completions)} completions, {len(rewards)} rewards and {len(is_sample)} sample flags: they must match"
@@ -179,9 +194,12 @@ def rerank_keeping_top(
         raise ValueError("the first completion must be the original top candidate, not a sample")
     rest = sorted(range(1, len(completions)), key=lambda i: -rewards[i])
     order = [0, *rest]
-    new_rewards = [float(rewards[i]) for i in order]
-    if len(new_rewards) > 1:
-        new_rewards[0] = max(new_rewards[0], new_rewards[1])
+    if rule == "sort_rewards":
+        new_rewards = sorted((float(reward) for reward in rewards), reverse=True)
+    else:
+        new_rewards = [float(rewards[i]) for i in order]
+        if len(new_rewards) > 1:
+            new_rewards[0] = max(new_rewards[0], new_rewards[1])
     sample_would_lead = any(flag and reward > rewards[0] for flag, reward in zip(is_sample, rewards))
     return [completions[i] for i in order], new_rewards, [bool(is_sample[i]) for i in order], sample_would_lead
 
@@ -341,6 +359,8 @@ class SelfBootstrapper:
         self.sampler: ChunkSampler | None = None
         self.history: list[dict[str, Any]] = []
         self._rounds: dict[int, _Round] = {}
+        # Augmented rows of each chunk as first sampled, reused by later epochs unless `bootstrap_resample_each_epoch`
+        self._sampled: dict[int, list[dict[str, Any]]] = {}
         trainer.add_callback(_EpochCallback(self))
 
     # -- dataloader ----------------------------------------------------------------------------------------------------
@@ -444,6 +464,7 @@ class SelfBootstrapper:
                 do_sample=True,
                 temperature=args.bootstrap_temperature,
                 top_p=args.bootstrap_top_p,
+                top_k=args.bootstrap_top_k,
                 num_return_sequences=args.bootstrap_num_samples,
             )
 
@@ -470,6 +491,13 @@ class SelfBootstrapper:
         trainer, args = self.trainer, self.trainer.args
         accelerator = trainer.accelerator
         epoch, chunk = divmod(round_id, self.num_chunks)
+        if not args.bootstrap_resample_each_epoch and chunk in self._sampled:
+            # Algorithm 1 samples each chunk once: a later epoch trains on the rankings of the first
+            self._rounds[round_id] = self._build_round(round_id, self._sampled[chunk])
+            logger.info(
+                "Bootstrap round %d (epoch %d, chunk %d): reusing the chunk's first samples", round_id, epoch, chunk
+            )
+            return
         start, end = self.bounds[chunk]
         began = time.perf_counter()
         world, rank = accelerator.num_processes, accelerator.process_index
@@ -503,7 +531,7 @@ class SelfBootstrapper:
             rewards = scores[offset : offset + len(row_candidates)]
             offset += len(row_candidates)
             ranked, ranked_rewards, ranked_flags, sample_would_lead = rerank_keeping_top(
-                row_candidates, rewards, flags
+                row_candidates, rewards, flags, rule=args.bootstrap_rerank
             )
             local_rows.append(
                 {
@@ -536,6 +564,8 @@ class SelfBootstrapper:
             raise RuntimeError(f"bootstrap chunk {chunk}: the gathered rows do not cover rows {start}-{end - 1}")
         stats = [row.pop("_stats") for row in rows]
         self._rounds[round_id] = self._build_round(round_id, rows)
+        if not args.bootstrap_resample_each_epoch:
+            self._sampled[chunk] = rows
 
         sample_rewards = [r for s in stats for r in s["sample_rewards"]]
         num_drawn = len(rows) * num_samples
@@ -591,6 +621,7 @@ class SelfBootstrapper:
     def start(self, resume_from_checkpoint: str | bool | None) -> None:
         """Reset at the start of `train`; when resuming, load the augmented rows saved in the checkpoint."""
         self._rounds = {}
+        self._sampled = {}
         self.history = []
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
@@ -618,6 +649,7 @@ class SelfBootstrapper:
             )
             return
         self.history = state["history"]
+        self._sampled = {int(chunk): rows for chunk, rows in state.get("sampled", {}).items()}
         for entry in state["rounds"]:
             self._rounds[entry["round"]] = self._build_round(entry["round"], entry["rows"])
 
@@ -635,6 +667,7 @@ class SelfBootstrapper:
             "num_chunks": self.num_chunks,
             "passes_per_chunk": self.passes_per_chunk,
             "rounds": [{"round": r, "rows": self._rounds[r].rows} for r in sorted(self._rounds)],
+            "sampled": {str(chunk): rows for chunk, rows in self._sampled.items()},
             "history": self.history,
         }
         with open(os.path.join(folder, BOOTSTRAP_STATE_NAME), "w", encoding="utf-8") as handle:
@@ -649,6 +682,7 @@ __all__ = [
     "BOOTSTRAP_STATE_NAME",
     "ChunkSampler",
     "SelfBootstrapper",
+    "RERANK_RULES",
     "chunk_bounds",
     "make_reward_scorer",
     "rerank_keeping_top",

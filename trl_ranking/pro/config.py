@@ -33,10 +33,11 @@ class PROConfig(DPOConfig):
         ranking_eps (`float`, *optional*, defaults to `1e-10`):
             Constant added inside the log of each stage's denominator, as in the official code.
         reference_normalized (`bool`, *optional*, defaults to `False`):
-            Score each candidate by `beta * (mean log-prob - mean reference log-prob)` (the Plackett-Luce / listwise
-            DPO reading) instead of the paper's reference-free mean log-prob. Uses TRL's reference machinery: an
-            explicit `ref_model`, the PEFT adapter switched off (or the "ref" adapter copy), a copy of the initial
-            model, or `precompute_ref_log_probs`. When `False` (the default) no reference model is loaded, held or run.
+            Score each candidate by `beta * (mean log-prob - mean reference log-prob)` instead of the paper's
+            reference-free mean log-prob (a mean log-ratio: not the Plackett-Luce / listwise DPO score, whose
+            log-ratio is summed over the tokens). Uses TRL's reference machinery: an explicit `ref_model`, the PEFT
+            adapter switched off (or the "ref" adapter copy), a copy of the initial model, or
+            `precompute_ref_log_probs`. When `False` (the default) no reference model is loaded, held or run.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, prompts longer than this are truncated from the left (keeping their end, next to the
             completions), as the paper's recipe does (block size 512, prompt left-truncated to 512 - 128 tokens).
@@ -71,7 +72,12 @@ class PROConfig(DPOConfig):
             K, the number of chunks. The paper gives no value; 4 is our choice.
         bootstrap_passes_per_chunk (`int`, *optional*, defaults to `1`):
             Passes over each chunk (reshuffled) before the next chunk is sampled: the epochs of the paper's
-            `PRO(pi, D_i)`. With `num_train_epochs > 1`, each epoch samples every chunk again.
+            `PRO(pi, D_i)`. For Algorithm 1's exact schedule (every pass over chunk i before chunk i + 1 is sampled)
+            set this to the number of epochs and `num_train_epochs=1`.
+        bootstrap_resample_each_epoch (`bool`, *optional*, defaults to `False`):
+            With `num_train_epochs > 1`: `False` (Algorithm 1, each chunk sampled once) samples every chunk in the
+            first epoch only and trains the later epochs on the same augmented rankings; `True` samples every chunk
+            again in each epoch, from the then-current policy.
         bootstrap_num_samples (`int`, *optional*, defaults to `1`):
             Responses sampled per prompt (the paper adds one).
         bootstrap_max_new_tokens (`int`, *optional*, defaults to `128`):
@@ -80,6 +86,14 @@ class PROConfig(DPOConfig):
             Sampling temperature.
         bootstrap_top_p (`float`, *optional*, defaults to `1.0`):
             Nucleus sampling threshold (`1.0`: plain sampling from the policy).
+        bootstrap_top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling threshold; `0` turns top-k off, so that `bootstrap_top_p=1.0` is plain sampling from the
+            policy (`generate` would otherwise apply the model's default `top_k`, usually 50).
+        bootstrap_rerank (`str`, *optional*, defaults to `"raise_top"`):
+            The reading of footnote 6 (the sampled response never ranks first) that sets the rewards. `"raise_top"`:
+            each candidate keeps its reward-model score, the top's raised to the best other score when lower
+            (`r_1 = max(r_1, r_2)`). `"sort_rewards"`: the reward values are sorted and reassigned by position (the
+            top gets the highest value, the second the next, ...). The order of the candidates is the same.
         bootstrap_batch_size (`int` or `None`, *optional*, defaults to `None`):
             Prompts per `generate` call and pairs per reward-model forward, per process. `None`:
             `per_device_eval_batch_size`.
@@ -170,6 +184,24 @@ class PROConfig(DPOConfig):
     bootstrap_max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sampled response."})
     bootstrap_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     bootstrap_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    bootstrap_top_k: int = field(
+        default=0, metadata={"help": "Top-k sampling threshold; 0 (default) turns top-k off: plain sampling."}
+    )
+    bootstrap_resample_each_epoch: bool = field(
+        default=False,
+        metadata={
+            "help": "With num_train_epochs > 1, sample every chunk again in each epoch. False (Algorithm 1): each "
+            "chunk is sampled once, in the first epoch, and later epochs reuse its augmented rankings."
+        },
+    )
+    bootstrap_rerank: str = field(
+        default="raise_top",
+        metadata={
+            "help": "Footnote 6's reading: 'raise_top' (keep the scores, raise the top's to the best other) or "
+            "'sort_rewards' (sort the reward values and reassign them by position).",
+            "choices": ["raise_top", "sort_rewards"],
+        },
+    )
     bootstrap_batch_size: int | None = field(
         default=None,
         metadata={
@@ -239,6 +271,16 @@ class PROConfig(DPOConfig):
             raise ValueError(f"`bootstrap_temperature` must be > 0, got {self.bootstrap_temperature}.")
         if not 0 < self.bootstrap_top_p <= 1:
             raise ValueError(f"`bootstrap_top_p` must be in (0, 1], got {self.bootstrap_top_p}.")
+        if (
+            isinstance(self.bootstrap_top_k, bool)
+            or not isinstance(self.bootstrap_top_k, int)
+            or self.bootstrap_top_k < 0
+        ):
+            raise ValueError(f"`bootstrap_top_k` must be a non-negative integer, got {self.bootstrap_top_k!r}.")
+        if self.bootstrap_rerank not in ("raise_top", "sort_rewards"):
+            raise ValueError(
+                f"`bootstrap_rerank` must be 'raise_top' or 'sort_rewards', got {self.bootstrap_rerank!r}."
+            )
         if self.self_bootstrap and self.precompute_ref_log_probs:
             raise ValueError(
                 "`self_bootstrap=True` cannot be combined with `precompute_ref_log_probs=True`: the sampled candidates "

@@ -37,7 +37,13 @@ from ..packing import (
     packed_token_log_probs,
 )
 from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
-from ..tokenization import chat_template_kwargs_of, is_empty_text, tokenize_prompt_completions
+from ..tokenization import (
+    chat_template_kwargs_of,
+    is_empty_text,
+    leading_special_ids,
+    left_truncate_prompt,
+    tokenize_prompt_completions,
+)
 from ..trainer_utils import (
     DPOTrainerFixesMixin,
     overridden_config,
@@ -465,6 +471,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         with_rewards = dataset_has_rewards(dataset, first_example, dataset_name)
         tokenizer = self._tokenizer
         max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        special_ids = leading_special_ids(tokenizer)  # kept in front when a prompt is left-truncated (e.g. BOS)
 
         def tokenize_row(example: dict[str, Any], index: int) -> dict[str, Any]:
             prompt, completions, rewards = to_ranking(example, index, with_rewards)
@@ -481,7 +488,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             )
             truncated = max_prompt_length is not None and len(prompt_ids) > max_prompt_length
             if truncated:
-                prompt_ids = prompt_ids[-max_prompt_length:]
+                prompt_ids = left_truncate_prompt(prompt_ids, max_prompt_length, special_ids)
             if max_length is not None and len(prompt_ids) >= max_length:
                 raise ValueError(
                     f"Row {index}, field 'prompt': the prompt has {len(prompt_ids)} tokens, which leaves no completion "
