@@ -235,6 +235,11 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
     log-probability under the policy, so no reference model is needed, loaded or run (set
     `PROConfig.reference_normalized=True` for a reference-normalised score).
 
+    `PROConfig.loss_type` chooses another loss of the listwise family, or a weighted sum of several (`loss_weights`):
+    `"listmle"` (Plackett-Luce DPO), `"lipo_lambda"` (LiPO-lambda), `"rrhf"`, `"slic"` (SLiC-HF), `"best_of_n_sft"`
+    (RAFT) and `"dpo_pairs"` (DPO on pairs of the ranking); see `trl_ranking.losses` and `docs/listwise.md`. Only
+    `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` use a reference model.
+
     This class subclasses [`~trl.DPOTrainer`] and takes the same arguments: a user of `DPOTrainer` changes the class
     and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
 
@@ -273,8 +278,9 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
             instantiated causal LM.
         ref_model ([`~transformers.PreTrainedModel`], *optional*):
-            Reference model, only with `args.reference_normalized=True`. If `None` there, TRL's default applies: the
-            PEFT adapter switched off, or a copy of the initial model, or precomputed log-probs.
+            Reference model, only with a reference-based `args.loss_type` (`"listmle"`, `"lipo_lambda"`,
+            `"dpo_pairs"`) or `args.reference_normalized=True`. If `None` there, TRL's default applies: the PEFT adapter
+            switched off, or a copy of the initial model, or precomputed log-probs.
         args ([`PROConfig`], *optional*):
             Configuration. If `None`, a default `PROConfig` is used.
         data_collator (`DataCollator`, *optional*):
