@@ -184,8 +184,8 @@ def ordered_pairs(labels: torch.Tensor, num_candidates: torch.Tensor) -> torch.T
 def listmle_loss(scores: torch.Tensor, num_candidates: torch.Tensor) -> torch.Tensor:
     r"""Plackett-Luce DPO: the negative log-likelihood of the ranking under the Plackett-Luce model (ListMLE).
 
-    DPO paper (Rafailov et al. 2023, arXiv 2305.18290), Appendix A.3, Eq. 18 with `s_i = beta * log(pi(y_i|x) /
-    pi_ref(y_i|x))` (summed log-probs); LiPO (Liu et al. 2024, arXiv 2402.01878) Sec. 3 calls it DPO_PL / ListMLE.
+    DPO paper (Rafailov et al. 2023, arXiv 2305.18290), Appendix A.3 (the Plackett-Luce objective), with `s_i = beta * log(pi(y_i|x) /
+    pi_ref(y_i|x))` (summed log-probs); LiPO (Liu et al. 2024, arXiv 2402.01878) calls it DPO_PL / ListMLE.
     Per example:
 
         L = sum_{k=1}^{n-1} [ logsumexp_{i >= k} s_i - s_k ]
@@ -216,7 +216,7 @@ def listmle_loss(scores: torch.Tensor, num_candidates: torch.Tensor) -> torch.Te
 def normalize_labels(labels: torch.Tensor, num_candidates: torch.Tensor, normalization: str) -> torch.Tensor:
     """LiPO's labels: `"minmax"` maps each example's labels to `[0, 1]` (best 1, worst 0), `"none"` keeps them.
 
-    LiPO's labels lie in [0, 1] (Sec. 4: the win probabilities of each response against the others of its list, from a
+    LiPO's labels lie in [0, 1] (in the paper, win rates of each response against the others of its list, from a
     pairwise reward-ranking model). `"minmax"`, `(psi - min) / (max - min)` per example, keeps the order and the
     relative gaps of any rewards (or of the rank labels) and gives them that range; an example whose labels all tie
     gets all 0 (it has no ordered pair).
@@ -260,7 +260,7 @@ def lambda_weights(scores: torch.Tensor, labels: torch.Tensor, num_candidates: t
 def lipo_lambda_loss(
     scores: torch.Tensor, labels: torch.Tensor, num_candidates: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""LiPO-lambda (Liu et al. 2024, arXiv 2402.01878, Sec. 4, Eq. 7-8): the LambdaLoss on the policy's scores.
+    r"""LiPO-lambda (Liu et al. 2024, arXiv 2402.01878): the LambdaLoss on the policy's scores.
 
     Per example, over the pairs the labels order strictly:
 
@@ -297,7 +297,7 @@ def rrhf_loss(
     rank_weight: float = 1.0,
     length_penalty: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""RRHF (Yuan et al. 2023, arXiv 2304.05302, Eq. 2-4), as the official code computes it (GanjinZero/RRHF
+    r"""RRHF (Yuan et al. 2023, arXiv 2304.05302), as the official code computes it (GanjinZero/RRHF
     `train.py`, `RRHFTrainer.get_score/rrhf_loss/sft_loss`).
 
     Per example, with the length-normalised score `p_i = logp_i / |y_i|^length_penalty` (summed log-prob over the
@@ -332,7 +332,7 @@ def slic_loss(
     delta: float = 1.0,
     regularization_weight: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""SLiC-HF (Zhao et al. 2023, arXiv 2305.10425, Eq. 1): rank calibration plus cross-entropy regularisation.
+    r"""SLiC-HF (Zhao et al. 2023, arXiv 2305.10425): rank calibration plus cross-entropy regularisation.
 
     Per example, over the pairs the labels order strictly (the paper's `(y+, y-)`; a ranking gives every ordered pair):
 

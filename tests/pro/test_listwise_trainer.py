@@ -203,7 +203,7 @@ def test_every_layout_gives_the_padded_loss_and_gradients(
         assert packed_loss == pytest.approx(loss, rel=1e-5), name
         assert ((packed_grad - grad).norm() / grad.norm()).item() < 1e-5, name
         for part in [p for p in parts if p.startswith(("loss/", "ranking/", "dpo_pairs/", "lipo_lambda/"))]:
-            assert packed_parts[part] == pytest.approx(parts[part], rel=1e-5, abs=1e-6), (name, part)
+            assert packed_parts[part] == pytest.approx(parts[part], rel=1e-5, abs=1e-5), (name, part)
 
 
 @pytest.mark.parametrize("loss_type", ["listmle", "lipo_lambda"])
@@ -315,7 +315,8 @@ def test_two_candidates_equal_dpo_trainer(tmp_path, tiny_model_path, tiny_qwen2_
     pro = PROTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_path),
         ref_model=AutoModelForCausalLM.from_pretrained(tiny_qwen2_path),
-        args=cpu_test_config(PROConfig, tmp_path / "pro", loss_type=loss_type, **common),
+        # DPOTrainer's padded layout (the packed layouts equal it to float32 rounding, tested above)
+        args=cpu_test_config(PROConfig, tmp_path / "pro", loss_type=loss_type, prefix_sharing=False, **common),
         train_dataset=dataset,
         processing_class=tokenizer,
     )
