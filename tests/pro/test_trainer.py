@@ -338,7 +338,7 @@ def test_lora_reference_is_the_adapter_switched_off(tmp_path, tiny_model_path, t
         base = trainer.model.get_base_model()
         with trainer.model.disable_adapter():
             expected = [
-                independent_row_logps(base, tokenizer, r["prompt"], r["completions"][0])[0]
+                independent_row_logps(base, tokenizer, r["prompt"], r["completions"][0])[1]  # summed, as DPO's
                 for r in ranking_rows(hh_pairs, False)
             ]
     assert ref[:, 0].tolist() == pytest.approx(expected, rel=1e-5)
@@ -347,7 +347,7 @@ def test_lora_reference_is_the_adapter_switched_off(tmp_path, tiny_model_path, t
         tokenizer,
         ranking_rows(hh_pairs, False)[0]["prompt"],
         ranking_rows(hh_pairs, False)[0]["completions"][0],
-    )[0]
+    )[1]
     assert policy_top != pytest.approx(expected[0], rel=1e-3)
 
 

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
 from ..config_utils import check_max_prompt_length
+from ..losses import PAIR_SELECTIONS
 from ..validation import check_finite_floats
+
+
+# The listwise family: `loss_type` names, and the losses that score candidates against a reference model
+LOSS_TYPES = ("pro", "listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo_pairs")
+REFERENCE_LOSSES = ("listmle", "lipo_lambda", "dpo_pairs")
 
 
 @dataclass
@@ -14,12 +21,43 @@ class PROConfig(DPOConfig):
     Configuration class for the [`PROTrainer`]: Preference Ranking Optimization (Song et al., 2023,
     [arXiv 2306.17492](https://huggingface.co/papers/2306.17492)).
 
-    Everything [`~trl.DPOConfig`] has is accepted and means what it means there. The DPO loss options
-    (`loss_type`, `ld_alpha`, `f_divergence_type`, `use_weighting`, `label_smoothing`) have no PRO meaning and are
-    rejected when set. `beta` is used only with `reference_normalized=True`.
+    Everything [`~trl.DPOConfig`] has is accepted and means what it means there. `loss_type` and `loss_weights`
+    follow DPO's convention but name the losses of the listwise family (see `docs/listwise.md`); the other DPO loss
+    options (`ld_alpha`, `f_divergence_type`, `use_weighting`, `label_smoothing`) have no meaning here and are
+    rejected when set. `beta` scales the reference-based scores `s_i = beta * (logp_i - ref_i)` of `"listmle"`,
+    `"lipo_lambda"` and `"dpo_pairs"`, and PRO's score with `reference_normalized=True`.
 
     Parameters:
-        > Parameters that control the PRO loss
+        > Parameters that choose the loss (the listwise family, each a pure function in `trl_ranking.losses`)
+
+        loss_type (`str` or `list[str]`, *optional*, defaults to `["pro"]`):
+            The loss, or several losses summed with `loss_weights` (DPO's convention): `"pro"` (PRO, Song et al.
+            2024; the options below), `"listmle"` (Plackett-Luce DPO, DPO paper App. A.3), `"lipo_lambda"` (LiPO-lambda,
+            Liu et al. 2024), `"rrhf"` (RRHF, Yuan et al. 2023), `"slic"` (SLiC-HF, Zhao et al. 2023),
+            `"best_of_n_sft"` (RAFT / best-of-n SFT, Dong et al. 2023), `"dpo_pairs"` (DPO's sigmoid loss on pairs
+            drawn from the ranking). `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` score a candidate by
+            `beta * (summed logp - summed reference logp)` and use TRL's reference machinery (an explicit
+            `ref_model`, the PEFT adapter switched off, a copy of the initial model, or `precompute_ref_log_probs`);
+            the others are reference-free and load no reference.
+        loss_weights (`list[float]` or `None`, *optional*, defaults to `None`):
+            One weight per `loss_type`; `None` weighs each loss 1.0.
+        pair_selection (`str`, *optional*, defaults to `"best_worst"`):
+            Pairs `"dpo_pairs"` draws from each ranking: `"best_worst"`, `"best_rest"` (the best against each other),
+            `"adjacent"` (each candidate against the next) or `"all"` (every ordered pair). Tied pairs are dropped.
+        lipo_label_normalization (`str`, *optional*, defaults to `"minmax"`):
+            How `"lipo_lambda"` normalises its labels (the rewards, or the ranks `n - i` without rewards) before the
+            gain `2^psi - 1`: `"minmax"` maps each example's labels to [0, 1], the range of the paper's labels;
+            `"none"` uses them as given.
+        rrhf_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of RRHF's ranking term against its SFT term (the official code's `rrhf_weight`; 1 in its `train.sh`).
+        rrhf_length_penalty (`float`, *optional*, defaults to `1.0`):
+            RRHF's score is `summed logp / length^rrhf_length_penalty` (the official code's `length_penalty`).
+        slic_delta (`float`, *optional*, defaults to `1.0`):
+            Margin `delta` of SLiC-HF's calibration hinge `max(0, delta - logp_i + logp_j)` on summed log-probs.
+        slic_regularization_weight (`float`, *optional*, defaults to `0.5`):
+            Weight `lambda` of SLiC-HF's regulariser, the token-summed NLL of the best candidate (our default).
+
+        > Parameters that control the PRO loss (`loss_type="pro"`)
 
         sft_weight (`float`, *optional*, defaults to `0.05`):
             Weight of the SFT term: the loss adds `sft_weight * (n - 1)^2 * NLL(top candidate)` (token-summed NLL,
@@ -113,6 +151,29 @@ class PROConfig(DPOConfig):
     learning_rate: float = field(
         default=5e-6,
         metadata={"help": "The initial learning rate for AdamW (the PRO paper uses 5e-6)."},
+    )
+    loss_type: list[str] = field(
+        default_factory=lambda: ["pro"],
+        metadata={
+            "help": "Loss, or losses summed with `loss_weights`: 'pro', 'listmle', 'lipo_lambda', 'rrhf', 'slic', "
+            "'best_of_n_sft', 'dpo_pairs'. 'listmle', 'lipo_lambda' and 'dpo_pairs' use a reference model."
+        },
+    )
+    pair_selection: str = field(
+        default="best_worst",
+        metadata={"help": "Pairs of 'dpo_pairs': 'best_worst', 'best_rest', 'adjacent' or 'all'."},
+    )
+    lipo_label_normalization: str = field(
+        default="minmax",
+        metadata={"help": "'lipo_lambda' labels: 'minmax' (each example's labels mapped to [0, 1]) or 'none'."},
+    )
+    rrhf_weight: float = field(default=1.0, metadata={"help": "Weight of RRHF's ranking term (its SFT term has 1)."})
+    rrhf_length_penalty: float = field(
+        default=1.0, metadata={"help": "RRHF's score: summed logp / length^rrhf_length_penalty."}
+    )
+    slic_delta: float = field(default=1.0, metadata={"help": "Margin of SLiC-HF's calibration hinge."})
+    slic_regularization_weight: float = field(
+        default=0.5, metadata={"help": "Weight of SLiC-HF's regulariser, the summed NLL of the best candidate."}
     )
     sft_weight: float = field(
         default=0.05,
@@ -226,9 +287,8 @@ class PROConfig(DPOConfig):
         if self.ranking_eps < 0:
             raise ValueError(f"`ranking_eps` must be >= 0, got {self.ranking_eps}.")
         check_max_prompt_length(self.max_prompt_length, self.max_length)
+        self._check_losses()
         unsupported = {
-            "loss_type": (self.loss_type, ["sigmoid"]),
-            "loss_weights": (self.loss_weights, None),
             "ld_alpha": (self.ld_alpha, None),
             "f_divergence_type": (self.f_divergence_type, "reverse_kl"),
             "use_weighting": (self.use_weighting, False),
@@ -237,23 +297,26 @@ class PROConfig(DPOConfig):
         for name, (value, default) in unsupported.items():
             if value != default:
                 raise ValueError(
-                    f"`{name}={value!r}` is a DPO loss option with no meaning for PRO, whose loss is the ranking loss "
-                    "of the paper; leave it at its default. The PRO options are `sft_weight`, `dynamic_temperature`, "
-                    "`first_stage_only` and `reference_normalized`."
+                    f"`{name}={value!r}` is a DPO loss option with no meaning for PRO and the listwise family; leave "
+                    "it at its default. Choose the loss with `loss_type` (and `loss_weights`)."
                 )
         if self.truncation_mode != "keep_start":
             raise ValueError(
                 "PROTrainer supports only `truncation_mode='keep_start'`; to keep the end of long prompts, set "
                 "`max_prompt_length` (the prompt is then left-truncated, as in the PRO paper's recipe)."
             )
-        if not self.reference_normalized:
+        if not self.uses_reference:
             if self.precompute_ref_log_probs:
                 raise ValueError(
-                    "`precompute_ref_log_probs=True` needs `reference_normalized=True`: the default PRO score is "
-                    "reference-free and uses no reference log-probs."
+                    "`precompute_ref_log_probs=True` needs `reference_normalized=True` or a reference-based "
+                    f"`loss_type` ({', '.join(REFERENCE_LOSSES)}): `loss_type={self.loss_type}` is reference-free and "
+                    "uses no reference log-probs."
                 )
             if self.sync_ref_model:
-                raise ValueError("`sync_ref_model=True` needs `reference_normalized=True`.")
+                raise ValueError(
+                    "`sync_ref_model=True` needs `reference_normalized=True` or a reference-based `loss_type` "
+                    f"({', '.join(REFERENCE_LOSSES)})."
+                )
         for name in (
             "bootstrap_chunks",
             "bootstrap_passes_per_chunk",
@@ -286,4 +349,40 @@ class PROConfig(DPOConfig):
                 "`self_bootstrap=True` cannot be combined with `precompute_ref_log_probs=True`: the sampled candidates "
                 "have no precomputed reference log-probs. Leave `precompute_ref_log_probs=False` (the reference, if "
                 "any, is then run on the fly)."
+            )
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether training scores candidates against a reference model (a reference-based loss, or PRO's
+        `reference_normalized`)."""
+        return self.reference_normalized or any(name in REFERENCE_LOSSES for name in self.loss_type)
+
+    def _check_losses(self) -> None:
+        # `DPOConfig.__post_init__` has made `loss_type` a list and checked the length of `loss_weights`
+        unknown = [name for name in self.loss_type if name not in LOSS_TYPES]
+        if unknown:
+            raise ValueError(
+                f"`loss_type` has unknown losses {unknown}: PROTrainer's losses are {list(LOSS_TYPES)} (DPO's pairwise "
+                "losses are `DPOTrainer`'s; `'dpo_pairs'` is DPO's sigmoid loss on pairs of the ranking)."
+            )
+        if not self.loss_type:
+            raise ValueError("`loss_type` is empty: name at least one loss.")
+        if len(set(self.loss_type)) != len(self.loss_type):
+            raise ValueError(f"`loss_type={self.loss_type}` names a loss twice; give it one weight in `loss_weights`.")
+        if self.loss_weights is not None and any(not math.isfinite(w) or w < 0 for w in self.loss_weights):
+            raise ValueError(f"`loss_weights` must be finite and >= 0, got {self.loss_weights}.")
+        if self.pair_selection not in PAIR_SELECTIONS:
+            raise ValueError(f"`pair_selection` must be one of {list(PAIR_SELECTIONS)}, got {self.pair_selection!r}.")
+        if self.lipo_label_normalization not in ("minmax", "none"):
+            raise ValueError(
+                f"`lipo_label_normalization` must be 'minmax' or 'none', got {self.lipo_label_normalization!r}."
+            )
+        for name in ("rrhf_weight", "slic_delta", "slic_regularization_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.reference_normalized and "pro" not in self.loss_type:
+            raise ValueError(
+                "`reference_normalized=True` changes the score of the `'pro'` loss only, which `loss_type="
+                f"{self.loss_type}` does not use. The reference-based losses ({', '.join(REFERENCE_LOSSES)}) always "
+                "use the reference."
             )

@@ -28,7 +28,21 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import global_then_local_main_first, use_adapter
 
 from ..collators import DataCollatorForRanking
-from ..losses import kendall_tau, pro_ranking_loss, pro_sft_loss, ranking_accuracy
+from ..losses import (
+    best_candidate_nll,
+    dpo_pairs_loss,
+    kendall_tau,
+    lipo_lambda_loss,
+    listmle_loss,
+    normalize_labels,
+    pro_ranking_loss,
+    pro_sft_loss,
+    ranking_accuracy,
+    ranking_labels,
+    rrhf_loss,
+    slic_loss,
+    top1_accuracy,
+)
 from ..packing import (
     PackedTokenLogProbs,
     choose_layout,
@@ -61,6 +75,85 @@ logger = logging.getLogger(__name__)
 
 # Columns the prepared dataset keeps for the collator (`Trainer` drops the others when `remove_unused_columns`)
 _PREPARED_COLUMNS = ["prompt_ids", "completion_ids", "rewards", "ref_logps"]
+
+# The paper of each loss of the family (`PROConfig.loss_type`), for the model card: (method name, paper)
+# docstyle-ignore
+_DPO_CITATION = textwrap.dedent("""\
+    @inproceedings{rafailov2023direct,
+        title        = {{Direct Preference Optimization: Your Language Model is Secretly a Reward Model}},
+        author       = {Rafael Rafailov and Archit Sharma and Eric Mitchell and Christopher D. Manning and Stefano Ermon and Chelsea Finn},
+        year         = 2023,
+        booktitle    = {Advances in Neural Information Processing Systems 36 (NeurIPS 2023)},
+    }""")
+_DPO_PAPER = {
+    "title": "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+    "id": "2305.18290",
+    "citation": _DPO_CITATION,
+}
+_LOSS_PAPERS: dict[str, tuple[str, dict[str, str]]] = {
+    "listmle": ("Plackett-Luce DPO (ListMLE)", _DPO_PAPER),
+    "lipo_lambda": (
+        "LiPO-lambda",
+        {
+            "title": "LiPO: Listwise Preference Optimization through Learning-to-Rank",
+            "id": "2402.01878",
+            # docstyle-ignore
+            "citation": textwrap.dedent("""\
+                @article{liu2024lipo,
+                    title        = {{LiPO: Listwise Preference Optimization through Learning-to-Rank}},
+                    author       = {Tianqi Liu and Zhen Qin and Junru Wu and Jiaming Shen and Misha Khalman and Rishabh Joshi and Yao Zhao and Mohammad Saleh and Simon Baumgartner and Jialu Liu and Peter J. Liu and Xuanhui Wang},
+                    year         = 2024,
+                    journal      = {arXiv preprint arXiv:2402.01878},
+                }"""),
+        },
+    ),
+    "rrhf": (
+        "RRHF",
+        {
+            "title": "RRHF: Rank Responses to Align Language Models with Human Feedback without tears",
+            "id": "2304.05302",
+            # docstyle-ignore
+            "citation": textwrap.dedent("""\
+                @inproceedings{yuan2023rrhf,
+                    title        = {{RRHF: Rank Responses to Align Language Models with Human Feedback}},
+                    author       = {Zheng Yuan and Hongyi Yuan and Chuanqi Tan and Wei Wang and Songfang Huang and Fei Huang},
+                    year         = 2023,
+                    booktitle    = {Advances in Neural Information Processing Systems 36 (NeurIPS 2023)},
+                }"""),
+        },
+    ),
+    "slic": (
+        "SLiC-HF",
+        {
+            "title": "SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
+            "id": "2305.10425",
+            # docstyle-ignore
+            "citation": textwrap.dedent("""\
+                @article{zhao2023slic,
+                    title        = {{SLiC-HF: Sequence Likelihood Calibration with Human Feedback}},
+                    author       = {Yao Zhao and Rishabh Joshi and Tianqi Liu and Misha Khalman and Mohammad Saleh and Peter J. Liu},
+                    year         = 2023,
+                    journal      = {arXiv preprint arXiv:2305.10425},
+                }"""),
+        },
+    ),
+    "best_of_n_sft": (
+        "best-of-n SFT (RAFT)",
+        {
+            "title": "RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment",
+            "id": "2304.06767",
+            # docstyle-ignore
+            "citation": textwrap.dedent("""\
+                @article{dong2023raft,
+                    title        = {{RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment}},
+                    author       = {Hanze Dong and Wei Xiong and Deepanshu Goyal and Yihan Zhang and Winnie Chow and Rui Pan and Shizhe Diao and Jipeng Zhang and Kashun Shum and Tong Zhang},
+                    year         = 2023,
+                    journal      = {Transactions on Machine Learning Research},
+                }"""),
+        },
+    ),
+    "dpo_pairs": ("DPO on pairs of the ranking", _DPO_PAPER),
+}
 
 
 def _common_prompt(completions: list) -> tuple[Any, list]:
@@ -211,6 +304,11 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
     log-probability under the policy, so no reference model is needed, loaded or run (set
     `PROConfig.reference_normalized=True` for a reference-normalised score).
 
+    `PROConfig.loss_type` chooses another loss of the listwise family, or a weighted sum of several (`loss_weights`):
+    `"listmle"` (Plackett-Luce DPO), `"lipo_lambda"` (LiPO-lambda), `"rrhf"`, `"slic"` (SLiC-HF), `"best_of_n_sft"`
+    (RAFT) and `"dpo_pairs"` (DPO on pairs of the ranking); see `trl_ranking.losses` and `docs/listwise.md`. Only
+    `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` use a reference model.
+
     This class subclasses [`~trl.DPOTrainer`] and takes the same arguments: a user of `DPOTrainer` changes the class
     and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
 
@@ -250,8 +348,9 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
             instantiated causal LM.
         ref_model ([`~transformers.PreTrainedModel`], *optional*):
-            Reference model, only with `args.reference_normalized=True`. If `None` there, TRL's default applies: the
-            PEFT adapter switched off, or a copy of the initial model, or precomputed log-probs.
+            Reference model, only with a reference-based `args.loss_type` (`"listmle"`, `"lipo_lambda"`,
+            `"dpo_pairs"`) or `args.reference_normalized=True`. If `None` there, TRL's default applies: the PEFT adapter
+            switched off, or a copy of the initial model, or precomputed log-probs.
         args ([`PROConfig`], *optional*):
             Configuration. If `None`, a default `PROConfig` is used.
         data_collator (`DataCollator`, *optional*):
@@ -315,11 +414,14 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         args = trainer_config(args, PROConfig, model, "PRO")
         if train_dataset is not None:
             first_row(train_dataset, "train")  # DPOTrainer reads the first row and would fail on StopIteration
-        if ref_model is not None and not args.reference_normalized:
+        if ref_model is not None and not args.uses_reference:
             raise ValueError(
-                "A `ref_model` was passed but `args.reference_normalized` is False: the default PRO score is "
-                "reference-free. Set `PROConfig(reference_normalized=True)` to score candidates against the reference."
+                f"A `ref_model` was passed but `loss_type={args.loss_type}` is reference-free and "
+                "`args.reference_normalized` is False. Set `PROConfig(reference_normalized=True)` to score PRO's "
+                "candidates against the reference, or choose a reference-based `loss_type` ('listmle', 'lipo_lambda', "
+                "'dpo_pairs')."
             )
+        self._name, self._paper = self._model_card_paper(args.loss_type)
         if args.self_bootstrap and reward_model is None:
             raise ValueError(
                 "`self_bootstrap=True` needs a `reward_model` to score the sampled responses: pass "
@@ -347,12 +449,12 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         self._layout_resolved = False
         self.prefix_sharing = False
 
-        # Reference-free PRO must not load a reference model. `DPOTrainer.__init__` loads a copy of the policy unless
+        # Reference-free losses must not load a reference model. `DPOTrainer.__init__` loads a copy of the policy unless
         # PEFT is used or `precompute_ref_log_probs` is set, so the flag is raised for the duration of the parent
         # constructor (our `_precompute_ref_logps` is then a no-op) and lowered again afterwards.
         uses_peft = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         overrides = {"padding_free": False}  # PRO implements it; DPOTrainer would switch it off with a warning
-        if not args.reference_normalized and not args.precompute_ref_log_probs and not uses_peft:
+        if not args.uses_reference and not args.precompute_ref_log_probs and not uses_peft:
             overrides["precompute_ref_log_probs"] = True
         self._padding_free_requested = args.padding_free
         with overridden_config(args, **overrides):
@@ -371,7 +473,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
                 peft_config=peft_config,
             )
         self.precompute_ref_logps = args.precompute_ref_log_probs
-        if not args.reference_normalized:
+        if not args.uses_reference:
             self.ref_model = None
         self._resolve_layout()
         # Self-bootstrapping (Algorithm 1) keeps the raw rows: each chunk is tokenized once augmented
@@ -404,7 +506,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             self.prefix_sharing = self.padding_free = False
             return
         models = [self.model]
-        if args.reference_normalized and self.ref_model is not None:
+        if args.uses_reference and self.ref_model is not None:
             models.append(self.ref_model)
         prefix_sharing, padding_free = choose_layout(
             models, args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
@@ -553,8 +655,9 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             self._signature_columns = list(_PREPARED_COLUMNS)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Reference scores (only with `reference_normalized=True`). Reuses TRL's choice of reference: an explicit
-    # `ref_model`, else the PEFT adapter switched off (or the "ref" adapter copy), else the initial-model copy.
+    # Reference log-probs (only for a reference-based `loss_type` or `reference_normalized=True`). Reuses TRL's choice
+    # of reference: an explicit `ref_model`, else the PEFT adapter switched off (or the "ref" adapter copy), else the
+    # initial-model copy.
     # ------------------------------------------------------------------------------------------------------------------
     def _reference_log_probs(self, model, inputs: dict[str, Any]) -> TokenLogProbs | PackedTokenLogProbs:
         adapter_context = contextlib.nullcontext()
@@ -569,15 +672,18 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             return self._score(model, inputs)
 
     def compute_ref_log_probs(self, model, inputs):
-        """Reference scores (mean token log-probability) of every candidate of a collated batch, `[batch, n_max]`."""
+        """Summed reference log-probability of every candidate of a collated batch, `[batch, n_max]` (as DPO's).
+
+        PRO's `reference_normalized` score divides it by the candidate's token count (the policy's, the same tokens).
+        """
         with self.accelerator.autocast():
             ref = self._reference_log_probs(model, inputs)
-        return rows_to_rankings(ref.means.float(), inputs["num_candidates"])
+        return rows_to_rankings(ref.sums.float(), inputs["num_candidates"])
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         # Replaces DPO's chosen/rejected precompute with one value per candidate (column `ref_logps`)
-        if not self.args.reference_normalized:
-            return dataset  # reference-free PRO: nothing to precompute (see `__init__`)
+        if not self.args.uses_reference:
+            return dataset  # reference-free losses: nothing to precompute (see `__init__`)
         self._resolve_layout()  # runs inside `DPOTrainer.__init__`: the reference forwards use the training layout
         if isinstance(dataset, IterableDataset):
             raise ValueError(
@@ -617,45 +723,125 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         return values
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Loss. Replaces `DPOTrainer._compute_loss` (pairwise losses) with PRO's ranking loss and ranking metrics.
+    # Loss. Replaces `DPOTrainer._compute_loss` (pairwise losses) with the listwise family of `PROConfig.loss_type`
+    # (pure functions of `[batch, n]` tensors in `trl_ranking.losses`) and ranking metrics.
     # ------------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _model_card_paper(loss_types: list[str]) -> tuple[str, dict[str, str]]:
+        """The method name and paper (all citations) of the model card, for the losses used."""
+        if loss_types == ["pro"]:
+            return PROTrainer._name, PROTrainer._paper
+        entries = [
+            (PROTrainer._name, PROTrainer._paper) if name == "pro" else _LOSS_PAPERS[name] for name in loss_types
+        ]
+        citations = list(dict.fromkeys(paper["citation"] for _, paper in entries))
+        paper = dict(entries[0][1], citation="\n\n".join(citations))
+        return " + ".join(name for name, _ in entries), paper
+
+    def _reference_sum_logps(self, inputs: dict[str, Any], num_candidates: torch.Tensor) -> torch.Tensor:
+        """Summed reference log-probs `[batch, n_max]`: precomputed, or a no-grad pass in the policy's layout."""
+        if self.precompute_ref_logps:
+            return inputs["ref_logps"].float()
+        ref_model = self.ref_model if self.ref_model is not None else self.model
+        return rows_to_rankings(self._reference_log_probs(ref_model, inputs).sums, num_candidates)
+
+    def _listwise_loss(
+        self,
+        loss_type: str,
+        sum_logps: torch.Tensor,
+        token_counts: torch.Tensor,
+        ref_sum_logps: torch.Tensor | None,
+        rewards: torch.Tensor | None,
+        num_candidates: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """One loss of the family: `(per_example [batch], metric parts {name: [batch]}, the scores it ranks by)`."""
+        args = self.args
+        n_max = sum_logps.shape[1]
+        mean_logps = sum_logps / token_counts.clamp(min=1)
+        labels = ranking_labels(rewards, num_candidates, n_max)
+        if loss_type in ("listmle", "lipo_lambda", "dpo_pairs"):
+            scores = self.beta * (sum_logps - ref_sum_logps.to(sum_logps.dtype))
+        if loss_type == "pro":
+            if args.reference_normalized:
+                scores = self.beta * (mean_logps - ref_sum_logps.to(sum_logps.dtype) / token_counts.clamp(min=1))
+            else:
+                scores = mean_logps
+            ranking, _, _ = pro_ranking_loss(
+                scores,
+                num_candidates,
+                rewards=rewards,
+                dynamic_temperature=args.dynamic_temperature,
+                first_stage_only=args.first_stage_only,
+                eps=args.ranking_eps,
+            )
+            sft = pro_sft_loss(-sum_logps[:, 0], num_candidates, args.sft_weight)
+            return ranking + sft, {"loss/ranking": ranking, "loss/sft": sft}, scores
+        if loss_type == "listmle":
+            per_example = listmle_loss(scores, num_candidates)
+            return per_example, {"loss/listmle": per_example}, scores
+        if loss_type == "lipo_lambda":
+            labels = normalize_labels(labels, num_candidates, args.lipo_label_normalization)
+            per_example, pairs, delta = lipo_lambda_loss(scores, labels, num_candidates)
+            mean_delta = (delta * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp(min=1)
+            return per_example, {"loss/lipo_lambda": per_example, "lipo_lambda/mean_delta": mean_delta}, scores
+        if loss_type == "rrhf":
+            per_example, ranking, sft = rrhf_loss(
+                sum_logps, token_counts, labels, num_candidates, args.rrhf_weight, args.rrhf_length_penalty
+            )
+            scores = sum_logps / token_counts.clamp(min=1) ** args.rrhf_length_penalty
+            return per_example, {"loss/rrhf/ranking": ranking, "loss/rrhf/sft": sft}, scores
+        if loss_type == "slic":
+            per_example, calibration, regularization = slic_loss(
+                sum_logps, labels, num_candidates, args.slic_delta, args.slic_regularization_weight
+            )
+            parts = {"loss/slic/calibration": calibration, "loss/slic/regularization": regularization}
+            return per_example, parts, sum_logps
+        if loss_type == "best_of_n_sft":
+            per_example = best_candidate_nll(sum_logps, token_counts, per_token=True)
+            return per_example, {"loss/best_of_n_sft": per_example}, mean_logps
+        if loss_type == "dpo_pairs":
+            per_example, pairs = dpo_pairs_loss(scores, labels, num_candidates, args.pair_selection)
+            margins = scores.unsqueeze(2) - scores.unsqueeze(1)
+            num_pairs = pairs.sum(dim=(1, 2)).clamp(min=1)
+            parts = {
+                "loss/dpo_pairs": per_example,
+                "dpo_pairs/accuracy": ((margins > 0) & pairs).sum(dim=(1, 2)) / num_pairs,
+                "dpo_pairs/margin": (margins * pairs).sum(dim=(1, 2)) / num_pairs,
+            }
+            return per_example, parts, scores
+        raise ValueError(f"Unknown loss_type {loss_type!r}.")  # unreachable: `PROConfig` checks the names
+
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         num_candidates = inputs["num_candidates"]
         forward_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
         policy = self._score(model, inputs, **forward_kwargs)
 
-        logps = rows_to_rankings(policy.means, num_candidates)
-        if self.args.reference_normalized:
-            if self.precompute_ref_logps:
-                ref_logps = inputs["ref_logps"].to(logps.dtype)
-            else:
-                ref_model = self.ref_model if self.ref_model is not None else self.model
-                ref_logps = rows_to_rankings(self._reference_log_probs(ref_model, inputs).means, num_candidates)
-            scores = self.beta * (logps - ref_logps)
-        else:
-            scores = logps
+        sum_logps = rows_to_rankings(policy.sums, num_candidates)
+        token_counts = rows_to_rankings(policy.counts, num_candidates)
+        ref_sum_logps = self._reference_sum_logps(inputs, num_candidates) if self.args.uses_reference else None
         rewards = inputs.get("rewards")
 
-        ranking_loss, _, _ = pro_ranking_loss(
-            scores,
-            num_candidates,
-            rewards=rewards,
-            dynamic_temperature=self.args.dynamic_temperature,
-            first_stage_only=self.args.first_stage_only,
-            eps=self.args.ranking_eps,
-        )
-        first_rows = torch.cumsum(num_candidates, dim=0) - num_candidates
-        top_nll = -policy.sums[first_rows]
-        sft_loss = pro_sft_loss(top_nll, num_candidates, self.args.sft_weight)
-        loss = (ranking_loss + sft_loss).mean()
+        loss = 0.0
+        parts: dict[str, torch.Tensor] = {}
+        metric_scores = None
+        weights = self.args.loss_weights or [1.0] * len(self.args.loss_type)
+        for loss_type, weight in zip(self.args.loss_type, weights, strict=True):
+            per_example, loss_parts, scores = self._listwise_loss(
+                loss_type, sum_logps, token_counts, ref_sum_logps, rewards, num_candidates
+            )
+            loss = loss + weight * per_example.mean()
+            parts.update(loss_parts)
+            if metric_scores is None:  # the ranking metrics rank by the first loss's scores
+                metric_scores = scores.detach()
 
         if self.aux_loss_enabled:
             aux_loss = policy.outputs.aux_loss
             loss = loss + self.router_aux_loss_coef * aux_loss
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
-        self._log_ranking_metrics(mode, inputs, policy, scores.detach(), rewards, ranking_loss, sft_loss, first_rows)
+        first_rows = torch.cumsum(num_candidates, dim=0) - num_candidates
+        self._log_ranking_metrics(mode, inputs, policy, metric_scores, rewards, parts, first_rows)
 
         if return_outputs:
             warnings.warn(
@@ -684,18 +870,21 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         if count > 0:
             metrics[name].append((total / count).item())
 
-    def _log_ranking_metrics(self, mode, inputs, policy, scores, rewards, ranking_loss, sft_loss, first_rows):
+    def _log_ranking_metrics(self, mode, inputs, policy, scores, rewards, parts, first_rows):
         metrics = self._metrics[mode]
         num_candidates = inputs["num_candidates"]
         batch = torch.tensor(float(num_candidates.numel()), device=scores.device)
-        self._append_mean(metrics, "loss/ranking", ranking_loss.detach().sum(), batch)
-        self._append_mean(metrics, "loss/sft", sft_loss.detach().sum(), batch)
+        # Each loss's parts, per example (e.g. `loss/ranking`, `loss/sft` of PRO, `loss/rrhf/ranking`, `loss/listmle`)
+        for name, values in parts.items():
+            self._append_mean(metrics, name, values.detach().sum(), batch)
         self._append_mean(metrics, "num_candidates", num_candidates.sum(), batch)
 
         correct, pairs = ranking_accuracy(scores, num_candidates, rewards)
         self._append_mean(metrics, "ranking/accuracy", correct, pairs)
         tau, valid = kendall_tau(scores, num_candidates, rewards)
         self._append_mean(metrics, "ranking/kendall_tau", (tau * valid).sum(), valid.sum())
+        top1 = top1_accuracy(scores, ranking_labels(rewards, num_candidates, scores.shape[1]), num_candidates)
+        self._append_mean(metrics, "ranking/top1_accuracy", top1.sum(), batch)
 
         # Mean score per rank, over the examples that have that rank. Processes may hold different n: pad to gather.
         rank_mask = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0) < num_candidates.unsqueeze(1)
