@@ -55,6 +55,12 @@ MODEL_CONFIGS = {
         model_type="llama", hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
         intermediate_size=688, vocab_size=50257,
     ),
+    # SmolLM2-135M's shape (its vocabulary is 49,152; the GPT-2 ids the benchmark feeds need 50,257). For the real
+    # checkpoint and its own tokenizer, use `--model-path` instead.
+    "smollm2-135m": dict(
+        model_type="llama", hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        intermediate_size=1536, vocab_size=50257, tie_word_embeddings=True, rope_theta=100000.0,
+    ),
     "qwen2-0.5b": dict(
         model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
         intermediate_size=4864, vocab_size=151936,
@@ -75,6 +81,38 @@ PRO_LAYOUTS = {
     "prefix+pf": dict(prefix_sharing=True, padding_free=True),
     "pf": dict(prefix_sharing=False, padding_free=True),
 }
+# A layout name ending in FULL_HEAD runs that layout with TRL's fused head as it runs off Triton devices (every position
+# of the batch projected onto the vocabulary), to measure side by side what scoring only the scored positions gains
+FULL_HEAD = ":full-head"
+
+
+def layout_of(name: str) -> dict | None:
+    return PRO_LAYOUTS.get(name.removesuffix(FULL_HEAD))
+
+
+def full_head_forward(model, inputs, shift_labels, **model_kwargs):
+    """`trl_ranking.scoring.scored_forward` as it was: TRL's fused head on every position of the batch."""
+    if shift_labels.shape[1] == inputs["input_ids"].shape[1] - 1:  # next-token labels of padded rows: unshift them
+        labels = torch.nn.functional.pad(shift_labels, (1, 0), value=-100)
+        return model(**inputs, **model_kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+    return model(**inputs, **model_kwargs, shift_labels=shift_labels, fused_lm_head=True, use_cache=False)
+
+
+@contextlib.contextmanager
+def full_head(enabled: bool):
+    import trl_ranking.packing
+    import trl_ranking.scoring
+
+    modules = (trl_ranking.scoring, trl_ranking.packing)
+    original = trl_ranking.scoring.scored_forward
+    if enabled:
+        for module in modules:
+            module.scored_forward = full_head_forward
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.scored_forward = original
 
 
 def make_model_dir(name: str, layers: int | None, directory: str) -> str:
@@ -84,9 +122,9 @@ def make_model_dir(name: str, layers: int | None, directory: str) -> str:
     if layers is not None:
         values["num_hidden_layers"] = layers
     model_type = values.pop("model_type")
+    values.setdefault("tie_word_embeddings", False)
     config = AutoConfig.for_model(
-        model_type, **values, max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=50256,
-        eos_token_id=50256, pad_token_id=50256,
+        model_type, **values, max_position_embeddings=4096, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256,
     )  # fmt: skip
     torch.manual_seed(0)
     with torch.device("cpu"):
@@ -159,6 +197,52 @@ class ActivationMeter:
             yield
 
 
+PROFILE_CATEGORIES = ("head", "attention", "optimizer", "backbone")
+
+
+def _category(event) -> str:
+    """Where a profiled op's own time goes: the LM head (TRL's chunked log-prob function, forward and backward), the
+    attention kernels (SDPA / flex / eager's matmul-softmax inside the attention function, forward and backward), the
+    optimizer step, or the rest of the backbone (projections, MLPs, norms, embeddings, masks)."""
+    while event is not None:
+        name = event.name
+        if name in ("bench::head", "bench::optimizer", "bench::attention"):
+            return name.split("::")[1]
+        if "ChunkedLogProb" in name:
+            return "head"
+        if "scaled_dot_product" in name or "ScaledDotProduct" in name or "flex_attention" in name.lower():
+            return "attention"
+        event = event.cpu_parent
+    return "backbone"
+
+
+@contextlib.contextmanager
+def profile_markers():
+    """Label the LM head and the attention function in the profile (forward; their backward nodes carry their names
+    or run inside them)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from trl.trainer import utils as trl_utils
+
+    head = trl_utils._ChunkedLogProbFunction.apply
+    functions = dict(ALL_ATTENTION_FUNCTIONS._global_mapping)
+
+    def marked(function, label):
+        def wrapper(*args, **kwargs):
+            with torch.profiler.record_function(label):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    trl_utils._ChunkedLogProbFunction.apply = marked(head, "bench::head")
+    for key, function in functions.items():
+        ALL_ATTENTION_FUNCTIONS._global_mapping[key] = marked(function, "bench::attention")
+    try:
+        yield
+    finally:
+        trl_utils._ChunkedLogProbFunction.apply = head
+        ALL_ATTENTION_FUNCTIONS._global_mapping.update(functions)
+
+
 class Runner:
     """One trainer, its batches, and the measurements of its steps."""
 
@@ -181,6 +265,24 @@ class Runner:
 
         trainer.compute_loss = compute_loss
         self.times, self.activation, self.peak, self.positions, self.tokens, self.losses = [], [], [], [], [], []
+        self.breakdown, self.wall = None, []
+
+    def profile(self, index: int) -> dict[str, float]:
+        """Seconds of one step's own op time per category (`PROFILE_CATEGORIES`), from `torch.profiler`."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device == "cuda" else [])
+        batch, trainer = self.batches[index % len(self.batches)], self.trainer
+        with profile_markers(), profile(activities=activities) as prof, full_head(self.name.endswith(FULL_HEAD)):
+            trainer.training_step(trainer.model, batch)
+            with torch.profiler.record_function("bench::optimizer"):
+                trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+        totals = dict.fromkeys(PROFILE_CATEGORIES, 0.0)
+        for event in prof.events():
+            own = event.self_device_time_total if self.device == "cuda" else event.self_cpu_time_total
+            totals[_category(event)] += own / 1e6
+        return totals
 
     def step(self, index: int, record: bool) -> None:
         batch = self.batches[index % len(self.batches)]
@@ -190,14 +292,18 @@ class Runner:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             resting = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        loss = trainer.training_step(trainer.model, batch)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        with full_head(self.name.endswith(FULL_HEAD)):
+            loss = trainer.training_step(trainer.model, batch)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         sync()
-        elapsed = time.perf_counter() - start
+        elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if record:
-            self.times.append(elapsed)
+            # On CPU the step's CPU time (with `--threads 1`: its compute) is what the comparison uses: on a shared
+            # machine the wall time also counts the time the process waited for a core
+            self.times.append(elapsed if self.device == "cuda" else elapsed_cpu)
+            self.wall.append(elapsed)
             self.activation.append(self.meter.bytes)
             if self.device == "cuda":
                 self.peak.append(torch.cuda.max_memory_allocated() - resting)
@@ -233,35 +339,46 @@ def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn).to(args.device)
 
     dataset = Dataset.from_list(rows)
+    if kind == "rankings":
+        # DPO on the same prompts: each ranking's two best candidates as one pair (a ranking for the price of a pair?)
+        pairs = Dataset.from_list(
+            [{"prompt": r["prompt"], "chosen": r["completions"][0], "rejected": r["completions"][1]} for r in rows]
+        )
+    else:
+        pairs = dataset
     runners = {}
     for name in args.layouts:
         if name.startswith("dpo"):
-            if kind != "pairs":
+            if kind == "joint":
                 continue
             config = DPOConfig(**common, precompute_ref_log_probs=name == "dpo")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                trainer = DPOTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+                trainer = DPOTrainer(model=model(), args=config, train_dataset=pairs, processing_class=tokenizer)
         elif args.trainer == "dove":
-            config = DOVEConfig(**common, **PRO_LAYOUTS[name])
+            config = DOVEConfig(**common, **layout_of(name))
             trainer = DOVETrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
         else:
-            config = PROConfig(**common, **PRO_LAYOUTS[name])
+            config = PROConfig(**common, **layout_of(name))
             trainer = PROTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
-        layout = PRO_LAYOUTS.get(name)
+        layout = layout_of(name)
         if layout is not None and (trainer.prefix_sharing, trainer.padding_free) != tuple(layout.values()):
             print(f"  [{name}] fell back: prefix_sharing={trainer.prefix_sharing} padding_free={trainer.padding_free}")
         runners[name] = Runner(name, trainer, args.batch_size, args.device)
     return runners
 
 
-def report(title, runners, batch_size, device, baseline="padded", trainer="pro"):
+def report(title, runners, batch_size, device, baseline="padded", trainer="pro", rankings=False):
+    # On rankings DPO trains on each ranking's two best candidates: a step of n candidates against a step of one pair
+    versus = "per step on the same prompts (ranking vs pair)" if rankings else "per-pair throughput"
+    baseline = baseline if baseline in runners else next(iter(runners))
     median = {name: statistics.median(r.times) for name, r in runners.items()}
     activation = {name: statistics.mean(r.activation) for name, r in runners.items()}
     peak = {name: statistics.mean(r.peak) for name, r in runners.items()} if device == "cuda" else {}
     lines = [f"\n## {title}", ""]
     unit = "pairs/s" if trainer == "dove" else "rankings/s"
-    header = f"| layout | positions/step | real tokens/step | step time (s) | {unit} | speed-up vs padded | "
+    what = "step time (s)" if device == "cuda" else "step CPU time (s) | wall (s)"
+    header = f"| layout | positions/step | real tokens/step | {what} | {unit} | speed-up vs padded | "
     header += "activation MiB | vs padded |"
     if peak:
         header += " step peak MiB | vs padded |"
@@ -272,6 +389,7 @@ def report(title, runners, batch_size, device, baseline="padded", trainer="pro")
             f"{statistics.mean(runner.positions):,.0f}",
             f"{statistics.mean(runner.tokens):,.0f}",
             f"{median[name]:.3f}",
+            *([] if device == "cuda" else [f"{statistics.median(runner.wall):.3f}"]),
             f"{batch_size / median[name]:.2f}",
             f"{median[baseline] / median[name]:.2f}x",
             f"{activation[name] / 2**20:,.1f}",
@@ -286,12 +404,25 @@ def report(title, runners, batch_size, device, baseline="padded", trainer="pro")
         lines.append("")
         for name in runners:
             if not name.startswith("dpo"):
-                lines.append(f"per-pair throughput, {name} vs DPOTrainer ({what}): {median[dpo] / median[name]:.2f}x")
+                lines.append(f"{versus}, {name} vs DPOTrainer ({what}): {median[dpo] / median[name]:.2f}x")
     if "dpo" in runners and "dpo+ref" in runners:
         lines.append(f"DPOTrainer on-the-fly reference vs precomputed: {median['dpo'] / median['dpo+ref']:.2f}x")
+    profiled = {name: r.breakdown for name, r in runners.items() if r.breakdown}
+    if profiled:
+        lines += [
+            "",
+            "Where the time goes (the profiled warm-up step, own op time in seconds and share of the step):",
+            "",
+        ]
+        lines += ["| layout | " + " | ".join(PROFILE_CATEGORIES) + " | total |", "|" + " --- |" * 6]
+        for name, totals in profiled.items():
+            total = sum(totals.values())
+            cells = [f"{totals[c]:.2f} ({totals[c] / total:.0%})" for c in PROFILE_CATEGORIES]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {total:.2f} |")
     losses = {name: r.losses[0] for name, r in runners.items() if not name.startswith("dpo")}
-    spread = max(losses.values()) - min(losses.values())
-    lines.append(f"\nfirst timed step's loss, {trainer.upper()} layouts: {losses} (spread {spread:.2e})")
+    if losses:
+        spread = max(losses.values()) - min(losses.values())
+        lines.append(f"\nfirst timed step's loss, {trainer.upper()} layouts: {losses} (spread {spread:.2e})")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -302,6 +433,14 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model-config", default="small", choices=sorted(MODEL_CONFIGS))
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    parser.add_argument(
+        "--model-path", default=None,
+        help="a real checkpoint (and its tokenizer) instead of a random-weight `--model-config`",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="profile the first warm-up step of each layout: time in the head, attention, optimizer, backbone",
+    )  # fmt: skip
     parser.add_argument("--attn", nargs="+", default=["sdpa"], help="attention implementations to run")
     parser.add_argument("--layouts", nargs="+", default=["padded", "prefix", "prefix+pf", "dpo", "dpo+ref"])
     parser.add_argument("--trainer", default="pro", choices=["pro", "dove"], help="the trainer of the layouts")
@@ -321,6 +460,8 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=None, help="also write the report (markdown) to this file")
     args = parser.parse_args(argv)
+    if args.profile and args.warmup < 1:
+        parser.error("--profile profiles the first warm-up step: it needs --warmup 1 or more")
     if args.datasets is None:
         args.datasets = ["hh", "joint"] if args.trainer == "dove" else ["hh", "sparse"]
     if ("sparse" in args.datasets and args.trainer == "dove") or ("joint" in args.datasets and args.trainer == "pro"):
@@ -335,21 +476,32 @@ def main(argv=None):
     from trl_ranking.data import load_hh_rlhf, load_sparse_feedback_rankings
 
     hf_logging.set_verbosity_error()
-    tokenizer = load_bundled_tokenizer()
+    if args.model_path:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer = load_bundled_tokenizer()
     steps = args.warmup + args.steps
     hardware = platform.processor() or platform.machine()
     if args.device == "cuda":
         hardware = torch.cuda.get_device_name()
     header = (
         f"# bench_layouts {datetime.date.today()} | {hardware}, {os.cpu_count()} CPUs | torch {torch.__version__} | "
-        f"model {args.model_config}{f' ({args.layers} layers)' if args.layers else ''} | "
-        f"{'bf16' if args.device == 'cuda' else 'fp32'} | {torch.get_num_threads()} threads | command: python benchmarks/bench_layouts.py "
+        f"model {args.model_path or args.model_config}{f' ({args.layers} layers)' if args.layers else ''} | "
+        f"{'bf16' if args.device == 'cuda' else 'fp32'} | {torch.get_num_threads()} threads | "
+        f"load average {os.getloadavg()[0]:.1f} | command: python benchmarks/bench_layouts.py "
         + " ".join(argv if argv is not None else sys.argv[1:])
     )
     print(header, flush=True)
     texts = [header]
     with tempfile.TemporaryDirectory() as model_dir:
-        make_model_dir(args.model_config, args.layers, model_dir)
+        if args.model_path:
+            model_dir = args.model_path
+        else:
+            make_model_dir(args.model_config, args.layers, model_dir)
         for attn in args.attn:
             for dataset_name in args.datasets:
                 if dataset_name == "hh":
@@ -371,12 +523,16 @@ def main(argv=None):
                 runners = build_trainers(kind, rows, model_dir, tokenizer, run_args, attn)
                 for step in range(steps):
                     for runner in runners.values():
-                        runner.step(step, record=step >= args.warmup)
+                        if args.profile and step == 0:  # the first warm-up step, profiled
+                            runner.breakdown = runner.profile(step)
+                        else:
+                            runner.step(step, record=step >= args.warmup)
                 texts.append(report(f"{args.trainer.upper()}: {title}", runners, batch_size, args.device,
-                                    trainer=args.trainer))  # fmt: skip
+                                    trainer=args.trainer, rankings=kind == "rankings"))  # fmt: skip
                 del runners
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}", flush=True)
     if args.output:
         Path(args.output).write_text("\n".join(texts) + "\n")
 

@@ -26,6 +26,7 @@ from trl_ranking.packing import (
     packed_attention_mask,
     packed_token_log_probs,
     packing_unsupported_reason,
+    use_ranking_attention,
 )
 
 
@@ -79,6 +80,11 @@ def loss_and_grad(trainer, batch):
 
 
 def assert_same_loss_and_grad(trainer, max_length: int | None = MAX_LENGTH, layouts=LAYOUTS):
+    if any(layout["padding_free"] for layout in layouts.values()):
+        # As the trainer does for padding-free rows (SDPA models): attention per ranking; plain SDPA on padded rows
+        for model in (trainer.model, trainer.ref_model):
+            if model is not None:
+                use_ranking_attention(model)
     padded = collate(trainer, None, max_length)
     assert not is_packed(padded)
     loss, grad = loss_and_grad(trainer, padded)
@@ -162,6 +168,89 @@ def test_mask_is_the_tree_of_each_group():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The LM head on the scored positions only (`scored_forward`), against TRL's head scoring every position
+# ----------------------------------------------------------------------------------------------------------------------
+def full_head_forward(model, inputs, **labels):
+    """TRL's fused head as it runs on CPU: every position of the batch projected onto the vocabulary."""
+    return model(**inputs, **labels, fused_lm_head=True, use_cache=False)
+
+
+@pytest.fixture
+def spy_head(monkeypatch):
+    """The number of hidden states each call of TRL's chunked log-prob head receives."""
+    from trl.trainer import utils as trl_utils
+
+    rows = []
+    original = trl_utils._ChunkedLogProbFunction.apply
+
+    def apply(hidden, *args):
+        rows.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", apply)
+    return rows
+
+
+@pytest.mark.parametrize("layout_name", [None, *LAYOUTS])
+def test_head_on_scored_positions_equals_the_full_head(tmp_path, tiny_model_path, tokenizer, hh_pairs, layout_name,
+                                                      spy_head):  # fmt: skip
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trl_ranking.scoring import token_log_probs
+
+    trainer = PROTrainer(
+        model=tiny_model_path,
+        args=make_config(tmp_path),
+        train_dataset=Dataset.from_list(ranking_rows(hh_pairs)),
+        processing_class=tokenizer,
+    )
+    model = trainer.model
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # the metrics' fields too
+    batch = collate(trainer, LAYOUTS.get(layout_name))
+    if layout_name is None:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        scored = token_log_probs(model, inputs, batch["completion_mask"])
+        reference = full_head_forward(model, inputs, labels=labels)
+        values, expected = scored.sums, (reference.log_probs * scored.mask).sum(dim=1)
+    else:
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": packed_attention_mask(model, batch),
+            "position_ids": batch["position_ids"],
+        }
+        scored = packed_token_log_probs(model, batch)
+        reference = full_head_forward(model, inputs, shift_labels=batch["shift_labels"])
+        values, expected = scored.values, reference.log_probs.reshape(-1)[batch["score_position"]]
+    # The head saw the scored positions alone; TRL's head on CPU sees every position of the batch
+    assert spy_head[0] == int((reference.label_mask).sum()) < spy_head[1] == reference.label_mask.numel()
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-6)
+    for name in ("log_probs", "entropy", "is_top1", "label_mask"):
+        torch.testing.assert_close(getattr(scored.outputs, name), getattr(reference, name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scored.outputs.loss, reference.loss, rtol=1e-5, atol=0)
+    # Gradients through the gathered hidden states equal the full head's
+    weights = [p for p in model.parameters() if p.requires_grad]
+    grad = torch.autograd.grad(values.sum(), weights)
+    grad_expected = torch.autograd.grad(expected.sum(), weights)
+    grad, grad_expected = torch.cat([g.flatten() for g in grad]), torch.cat([g.flatten() for g in grad_expected])
+    assert ((grad - grad_expected).norm() / grad_expected.norm()).item() < 1e-5
+
+
+def test_head_on_scored_positions_with_nothing_scored(tiny_model_path):
+    """A batch with no scored token still returns a differentiable zero (TRL's head runs on every position)."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from trl_ranking.scoring import scored_forward
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    add_fused_lm_head(model)
+    input_ids = torch.tensor([[5, 6, 7, 8]])
+    outputs = scored_forward(model, {"input_ids": input_ids}, torch.full((1, 3), -100))
+    assert outputs.log_probs.shape == (1, 3) and not outputs.log_probs.any()
+    outputs.loss.backward()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Exactness: loss and gradients equal the padded layout's
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
@@ -174,6 +263,42 @@ def test_mixed_n_rankings_match_padded(tmp_path, tiny_model_path, tokenizer, hh_
     )
     padded = assert_same_loss_and_grad(trainer)
     assert padded["num_candidates"].tolist() == [2, 4, 3]
+
+
+def test_padding_free_rows_attend_per_ranking(tmp_path, tiny_model_path, tokenizer, hh_pairs, monkeypatch):
+    """With padding-free rows, SDPA runs on each ranking of the row on its own (not on the whole row), exactly."""
+    from transformers.integrations import sdpa_attention
+
+    from trl_ranking.packing import RANKING_SDPA
+
+    trainer = PROTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_path, attn_implementation="sdpa"),
+        args=make_config(tmp_path, prefix_sharing=True, padding_free=True),
+        train_dataset=Dataset.from_list(ranking_rows(hh_pairs)),
+        processing_class=tokenizer,
+    )
+    assert trainer.model.config._attn_implementation == RANKING_SDPA
+    query_lengths = []
+    original = sdpa_attention.sdpa_attention_forward
+
+    def spy(module, query, *args, **kwargs):
+        query_lengths.append(query.shape[2])
+        return original(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
+    batch = collate(trainer, LAYOUTS["prefix_shared+padding_free"])
+    trainer.compute_loss(trainer.model, batch)
+    document = batch["document_ids"][0]
+    expected = [int((document == d).sum()) for d in range(3)]
+    expected[-1] += int((document < 0).sum())  # the trailing padding goes with the last ranking
+    layers = trainer.model.config.num_hidden_layers
+    assert query_lengths == expected * layers
+    # Padded rows (and generation) go to SDPA unchanged
+    query_lengths.clear()
+    trainer.compute_loss(trainer.model, collate(trainer, None))
+    assert query_lengths == [collate(trainer, None)["input_ids"].shape[1]] * layers
+    monkeypatch.undo()
+    assert_same_loss_and_grad(trainer)
 
 
 def test_truncation_at_max_length_matches_padded(tmp_path, tiny_model_path, tokenizer, hh_pairs):

@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from .scoring import FUSED_PER_TOKEN_FIELDS, _base_model, scored_forward
+
 
 logger = logging.getLogger(__name__)
 
@@ -199,16 +201,71 @@ def common_prefix_length(first: list[int], second: list[int]) -> int:
 # ----------------------------------------------------------------------------------------------------------------------
 # Which models can take a packed layout
 # ----------------------------------------------------------------------------------------------------------------------
-def _base_model(model):
-    """The `PreTrainedModel` under PEFT / accelerate wrappers."""
-    model = getattr(model, "module", model)
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
 def attention_implementation(model) -> str:
-    return getattr(_base_model(model).config, "_attn_implementation", None) or "eager"
+    implementation = getattr(_base_model(model).config, "_attn_implementation", None) or "eager"
+    return "sdpa" if implementation == RANKING_SDPA else implementation
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Per-ranking attention: a padding-free row holds several rankings side by side, and a token never sees another
+# ranking's tokens. SDPA on the whole row computes (and on CPU stores) the attention of every token to every other token
+# of the row, quadratic in the batch; run per ranking it is quadratic in each ranking, the work there is.
+# ----------------------------------------------------------------------------------------------------------------------
+RANKING_SDPA = "trl_ranking_sdpa"
+
+
+def ranking_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
+    """Transformers' SDPA attention, run on each independent segment of a packed row on its own.
+
+    The segments (`(start, end)` column ranges no query sees across) are attached by `packed_attention_mask` to the
+    boolean mask it builds (`mask.ranking_segments`); every other mask (padded rows, generation) goes to SDPA as is.
+    Each query keeps exactly the keys it had, so the result is the whole-row SDPA's up to float rounding.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    segments = getattr(attention_mask, "ranking_segments", None)
+    if segments is None or query.shape[2] != attention_mask.shape[-2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outputs = [
+        sdpa_attention_forward(
+            module,
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            attention_mask[..., start:end, start:end],
+            **kwargs,
+        )[0]
+        for start, end in segments
+    ]
+    return torch.cat(outputs, dim=1), None
+
+
+def use_ranking_attention(model) -> bool:
+    """Give an SDPA `model` the per-ranking attention (`ranking_sdpa_attention`), registered in transformers'
+    attention-function registry. It behaves as SDPA on every other input. Returns whether the model now uses it."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    config = _base_model(model).config
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", RANKING_SDPA):
+        return False
+    if RANKING_SDPA not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(RANKING_SDPA, ranking_sdpa_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(RANKING_SDPA, sdpa_mask)
+    config._attn_implementation = RANKING_SDPA
+    return True
+
+
+def _segments(layout: dict[str, torch.Tensor]) -> list[tuple[int, int]] | None:
+    """Column ranges of a one-row layout that no query sees across: its documents (trailing padding joins the last)."""
+    document = layout["document_ids"]
+    if document.shape[0] != 1:
+        return None
+    starts = (torch.nonzero(document[0, 1:] != document[0, :-1]).squeeze(1) + 1).tolist()
+    length = document.shape[1]
+    bounds = [0] + [start for start in starts if int(document[0, start]) >= 0] + [length]
+    segments = list(zip(bounds[:-1], bounds[1:]))
+    return segments if len(segments) > 1 else None
 
 
 def packing_unsupported_reason(model, prefix_sharing: bool) -> str | None:
@@ -264,7 +321,8 @@ def choose_layout(
     `prefix_sharing=None` turns prefix sharing on wherever it is exact (quietly off otherwise), `True` asks for it
     and falls back with a warning where it is not exact, `False` keeps it off; `padding_free=True` falls back with a
     warning where it is not exact. With the MoE router auxiliary loss (`aux_loss_enabled`) neither is exact: that loss
-    is computed over every token of every padded row. This is the rule both trainers apply.
+    is computed over every token of every padded row. This is the rule both trainers apply. With padding-free rows,
+    SDPA models get the per-ranking attention (`use_ranking_attention`).
     """
 
     def unsupported(share: bool) -> str | None:
@@ -297,6 +355,9 @@ def choose_layout(
             UserWarning,
             stacklevel=stacklevel,
         )
+    if padding_free:  # several rankings in one row: with SDPA, attention per ranking (`ranking_sdpa_attention`)
+        for model in models:
+            use_ranking_attention(model)
     return share, padding_free
 
 
@@ -360,6 +421,7 @@ def packed_attention_mask(model, layout: dict[str, torch.Tensor]):
                 "`packing_unsupported_reason`)."
             )
         return None
+    segments = _segments(layout) if implementation == "sdpa" else None
     window, mixed = _sliding_windows(model)
     if window is not None and int(layout["position_ids"].max()) < window:
         window, mixed = None, False  # no query is that far from any key: the window masks nothing
@@ -369,6 +431,7 @@ def packed_attention_mask(model, layout: dict[str, torch.Tensor]):
             return _block_mask(layout, window)
         visible = _visible(layout, window).unsqueeze(1)
         if implementation == "sdpa":
+            visible.ranking_segments = segments  # read by `ranking_sdpa_attention`, if the model uses it
             return visible
         dtype = _base_model(model).dtype
         dtype = dtype if dtype.is_floating_point else torch.float32
@@ -422,17 +485,15 @@ def packed_token_log_probs(model, layout: dict[str, torch.Tensor], **model_kwarg
     """Run `model` (patched with TRL's fused LM head) on a packed layout and gather the scored log-probabilities.
 
     The per-position labels (`shift_labels`) go to the fused head unshifted, so the head scores each position against
-    the label the layout put there, whether or not the next token of the row is in the same branch.
+    the label the layout put there, whether or not the next token of the row is in the same branch. The head projects
+    the labelled positions only (`trl_ranking.scoring.scored_forward`).
     """
-    outputs = model(
-        input_ids=layout["input_ids"],
-        attention_mask=packed_attention_mask(model, layout),
-        position_ids=layout["position_ids"],
-        shift_labels=layout["shift_labels"],
-        fused_lm_head=True,
-        use_cache=False,
-        **model_kwargs,
-    )
+    inputs = {
+        "input_ids": layout["input_ids"],
+        "attention_mask": packed_attention_mask(model, layout),
+        "position_ids": layout["position_ids"],
+    }
+    outputs = scored_forward(model, inputs, layout["shift_labels"], **model_kwargs)
     position = layout["score_position"]
     values = outputs.log_probs.reshape(-1)[position]
     return PackedTokenLogProbs(
@@ -442,10 +503,6 @@ def packed_token_log_probs(model, layout: dict[str, torch.Tensor], **model_kwarg
         num_sequences=int(layout["num_sequences"].sum()),
         outputs=outputs,
     )
-
-
-# Per-token fields of TRL's `FusedCausalLMOutput`, each `[rows, seq - 1]` in the padded layout
-_FUSED_PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
 def scatter_to_padded(outputs, position: torch.Tensor, row: torch.Tensor, column: torch.Tensor, shape):
@@ -461,7 +518,7 @@ def scatter_to_padded(outputs, position: torch.Tensor, row: torch.Tensor, column
     """
     index = (row, column)
     fields = {}
-    for name in _FUSED_PER_TOKEN_FIELDS:
+    for name in FUSED_PER_TOKEN_FIELDS:
         value = getattr(outputs, name, None)
         if value is not None:
             fields[name] = value.new_zeros(shape).index_put(index, value.reshape(-1)[position])

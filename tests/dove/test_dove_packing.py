@@ -147,6 +147,13 @@ def loss_grad_metrics(trainer, batch) -> tuple[float, torch.Tensor, dict[str, fl
 
 
 def assert_same_loss_and_grad(trainer, layouts=LAYOUTS) -> dict:
+    from trl_ranking.packing import use_ranking_attention
+
+    if any(layout["padding_free"] for layout in layouts.values()):
+        # As the trainer does for padding-free rows (SDPA models): attention per pair; plain SDPA on padded rows
+        for model in (trainer.model, trainer.ref_model):
+            if model is not None:
+                use_ranking_attention(model)
     padded = collate(trainer, None)
     assert "packed_input_ids" not in padded
     loss, grad, metrics = loss_grad_metrics(trainer, padded)
