@@ -1,5 +1,5 @@
-"""Files bundled with the package (the GPT-2 tokenizer, a real HH-RLHF sample), a tiny-model factory, and a real
-small model.
+"""Files bundled with the package (the GPT-2 tokenizer, a real HH-RLHF sample, real instructions), a tiny-model
+factory, and a real small model.
 
 These exist so that the quick start, the examples and the tests run on a fresh machine with no network: no model
 or dataset can be downloaded there, so a small causal LM with random weights is built from a config and saved, and
@@ -34,6 +34,12 @@ def bundled_tokenizer_path() -> str:
 def bundled_hh_rlhf_path() -> str:
     """Path of the bundled sample of 400 raw HH-RLHF transcripts (harmless-base test split, MIT)."""
     return str(ASSETS_DIR / "hh_rlhf_harmless_base_sample.jsonl.gz")
+
+
+def bundled_dove_instructions_path() -> str:
+    """Path of the bundled 1,000 real DOVE Anthropic-helpful instructions (`{"instruction", "split"}` JSON lines, MIT):
+    500 from the DOVE SFT split (`"val_sft"`) and 500 held-out test instructions (`"test"`)."""
+    return str(ASSETS_DIR / "dove_anthropic_helpful_instructions.jsonl")
 
 
 # A ChatML-style template for tests and examples with conversational data (GPT-2 ships none).
