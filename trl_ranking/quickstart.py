@@ -36,6 +36,7 @@ import os
 import random
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("trl_ranking").setLevel(logging.INFO)
     for name in ("transformers", "trl", "peft", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A first-time user's screen: no per-call progress bars, and not two transformers deprecations about names that
+    # TRL 1.16 still uses (`gradient_checkpointing`, `is_gradient_checkpointing`)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true", category=UserWarning)
     if args.tiny:
         return run_tiny(args)
     return run_real(args)
@@ -261,6 +271,9 @@ def run_real(args) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         ),
     )  # fmt: skip
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the summary below replaces the raw log dicts
     rank_before = trainer.evaluate() if len(eval_rankings) else {}
     tick = time.perf_counter()
     trainer.train()
@@ -272,7 +285,10 @@ def run_real(args) -> dict[str, Any]:
         print(
             f"{trainer.state.global_step} steps in {timings['train']:.0f} s. Loss {first['loss']:.3f} -> "
             f"{last['loss']:.3f}; its terms at the first log: ranking {first.get('loss/ranking', float('nan')):.2f}, "
-            f"SFT (weighted) {args.sft_weight * (args.candidates - 1) ** 2 * first.get('loss/sft', float('nan')):.2f}"
+            f"SFT {first.get('loss/sft', float('nan')):.2f} (with the paper's sft_weight=0.05 the SFT term would be "
+            f"{first.get('loss/sft', float('nan')) * 0.05 / args.sft_weight:.1f})"
+            if args.sft_weight > 0
+            else ""
         )
 
     _rule("6. Trained model on the same held-out prompts (greedy)")
@@ -296,7 +312,7 @@ def run_real(args) -> dict[str, Any]:
         ("mean reward (share of a prompt's constraints met)", "mean_reward", before, after, ".3f"),
         ("mean answer length (words)", "mean_words", before, after, ".1f"),
     ]
-    if rank_before and rank_after:
+    if "eval_held_out_ranking/accuracy" in rank_before and "eval_held_out_ranking/accuracy" in rank_after:
         table.append(
             ("PRO ranking accuracy on held-out sampled rankings", "eval_held_out_ranking/accuracy", rank_before,
              rank_after, "%")
