@@ -10,6 +10,7 @@ import pytest
 from trl_ranking import quickstart
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine: TRL's chunked log-prob over GPT-2's 50k vocabulary
 def test_tiny_quickstart_orders_the_training_rankings(tmp_path, capsys):
     result = quickstart.main(["--tiny", "--output-dir", str(tmp_path)])
     before, after = result["before"], result["after"]
