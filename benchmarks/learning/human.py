@@ -250,11 +250,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["updated"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         output.write_text(json.dumps(results, indent=1))
 
+    base_cfg = cfg
     for dataset in args.datasets.split(","):
+        cfg = base_cfg
         if dataset == "hh-rlhf":
             train, heldout, stats = hh_split(tokenizer, cfg, NUM_HELDOUT[args.config])
         elif dataset == "sparse-feedback":
             train, heldout, stats = sparse_split(cfg)
+            # Alpaca prompts with inputs and full answers (up to ~850 tokens): longer rows than HH's filtered pairs;
+            # 13 training rankings: two passes over them, 2 rankings a step
+            cfg = dataclasses.replace(
+                cfg, max_length=max(cfg.max_length, 896), batch_size=2, steps=min(cfg.steps, -(-2 * len(train) // 2))
+            )
         else:
             raise SystemExit(f"unknown dataset {dataset}")
         pairs = heldout_pairs(heldout)

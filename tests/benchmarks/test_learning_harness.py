@@ -102,3 +102,10 @@ def test_rankings_are_nested_best_first():
         assert len(ranking) == n and ranking[0] == "b" and ranking[-1] == "f"
         assert rewards == sorted(rewards, reverse=True)
         assert len(set(ranking)) == n
+
+
+def test_human_heldout_pairs_skip_ties():
+    human = _load("human")
+    rows = [{"prompt": "p", "completions": ["a", "b", "c"], "rewards": [2.0, 2.0, 1.0]}]
+    # (a, b) tie; a and b each beat c
+    assert human.heldout_pairs(rows) == [("p", "a", "c"), ("p", "b", "c")]

@@ -16,10 +16,16 @@ Example:
 
 ```python
 >>> rows = build_constraint_prompts(["How do I boil an egg?"], seed=0)
->>> rows[0]["instruction_id_list"]  # doctest: +SKIP
-['punctuation:no_comma']
->>> constraint_reward(rows[0], "Put it in boiling water for nine minutes.")  # doctest: +SKIP
+>>> print(rows[0]["prompt_text"])
+How do I boil an egg?
+<BLANKLINE>
+Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.
+Include keywords ['time'] in the response.
+>>> constraint_reward(rows[0], "<<Eggs>> Boil them for nine minutes.")  # the title, not the keyword
+0.5
+>>> constraint_reward(rows[0], "<<Eggs>> Boil them; time it: nine minutes.")
 1.0
+
 ```
 """
 
