@@ -128,18 +128,25 @@ def sequence_logps(model, tokenizer, prompts, responses, batch_size: int, max_le
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start : start + batch_size]
         width = max(len(p) + len(r) for p, r in batch)
+        keep = max(len(r) for _, r in batch) + 1
+        # Left-padded, so that every response lies in the last `keep` positions: only those logits are built (the
+        # vocabulary is ~50k: full logits of long rows would take gigabytes)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
         mask = torch.zeros(ids.shape, dtype=torch.bool)
         for i, (p, r) in enumerate(batch):
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-            attention[i, : len(p) + len(r)] = 1
-            mask[i, len(p) : len(p) + len(r)] = True
-        ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-        logps = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float().log_softmax(-1)
-        token = logps.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
+            ids[i, width - len(p) - len(r) :] = torch.tensor(p + r)
+            attention[i, width - len(p) - len(r) :] = 1
+            mask[i, width - len(r) :] = True
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        ids, attention, mask, positions = (t.to(device) for t in (ids, attention, mask, positions))
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep).logits
+        logps = logits[:, :-1].float().log_softmax(-1)  # position t predicts token t + 1
+        targets, target_mask = ids[:, width - keep + 1 :], mask[:, width - keep + 1 :]
+        token = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * target_mask
         sums += token.sum(-1).tolist()
-        counts += mask[:, 1:].sum(-1).tolist()
+        counts += target_mask.sum(-1).tolist()
+        del logits, logps
     return sums, counts
 
 
@@ -260,7 +267,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # Alpaca prompts with inputs and full answers (up to ~850 tokens): longer rows than HH's filtered pairs;
             # 13 training rankings: two passes over them, 2 rankings a step
             cfg = dataclasses.replace(
-                cfg, max_length=max(cfg.max_length, 896), batch_size=2, steps=min(cfg.steps, -(-2 * len(train) // 2))
+                cfg,
+                max_length=max(cfg.max_length, 896),
+                batch_size=2,
+                steps=min(cfg.steps, -(-2 * len(train) // 2)),
+                eval_batch_size=4,
             )
         else:
             raise SystemExit(f"unknown dataset {dataset}")

@@ -109,3 +109,70 @@ def test_human_heldout_pairs_skip_ties():
     rows = [{"prompt": "p", "completions": ["a", "b", "c"], "rewards": [2.0, 2.0, 1.0]}]
     # (a, b) tie; a and b each beat c
     assert human.heldout_pairs(rows) == [("p", "a", "c"), ("p", "b", "c")]
+
+
+def test_human_sequence_logps_match_unpadded_forwards(tiny_model_path, chat_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    human = _load("human")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    prompts = [[{"role": "user", "content": text}] for text in ("Hi", "A much longer question about eggs and water?")]
+    prompts.append(prompts[0])
+    responses = ["Hello there.", "Boil.", "A longer answer with several more tokens in it."]
+    sums, counts = human.sequence_logps(model, chat_tokenizer, prompts, responses, batch_size=3, max_length=512)
+    for prompt, response, total, count in zip(prompts, responses, sums, counts):
+        text = chat_tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        p = chat_tokenizer(text, add_special_tokens=False)["input_ids"]
+        r = chat_tokenizer(response, add_special_tokens=False)["input_ids"] + [chat_tokenizer.eos_token_id]
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            logps = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+        expected = sum(logps[len(p) - 1 + k, token].item() for k, token in enumerate(r))
+        assert count == len(r)
+        assert total == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_drift_matches_per_sequence_kl_and_nll(tmp_path, chat_tokenizer):
+    import contextlib
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trl_ranking.assets import make_tiny_causal_lm
+
+    run = _load("run")
+    policy = AutoModelForCausalLM.from_pretrained(make_tiny_causal_lm(tmp_path / "a", seed=1))
+    base = AutoModelForCausalLM.from_pretrained(make_tiny_causal_lm(tmp_path / "b", seed=2))
+
+    class Switch(torch.nn.Module):  # the policy, or the base model inside `with switch.base()`
+        def __init__(self):
+            super().__init__()
+            self.policy, self.base_model, self.use_base = policy, base, False
+
+        def forward(self, **kwargs):
+            return (self.base_model if self.use_base else self.policy)(**kwargs)
+
+        @contextlib.contextmanager
+        def base(self):
+            self.use_base = True
+            yield
+            self.use_base = False
+
+    switch = Switch()
+    prompts = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "A longer question, with words?"}]]
+    responses = ["Hello there.", "Boil them for nine minutes."]
+    result = run.drift(switch, chat_tokenizer, prompts, responses, batch_size=2, base_context=switch.base)
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        text = chat_tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        p = chat_tokenizer(text, add_special_tokens=False)["input_ids"]
+        r = chat_tokenizer(response, add_special_tokens=False)["input_ids"] + [chat_tokenizer.eos_token_id]
+        ids = torch.tensor([p + r])
+        with torch.no_grad():
+            lp = policy(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+            lb = base(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+        kl = torch.nn.functional.kl_div(lb, lp, log_target=True, reduction="none").sum(-1).mean().item()
+        nll = -lb.gather(-1, torch.tensor(r).unsqueeze(-1)).mean().item()
+        assert result["kl"][i] == pytest.approx(kl, rel=1e-4)
+        assert result["base_nll"][i] == pytest.approx(nll, rel=1e-4)
+        assert result["tokens"][i] == len(r) - 1
