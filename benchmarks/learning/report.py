@@ -125,20 +125,35 @@ def data_summary(results: dict) -> str:
 
 def human_table(results: dict) -> str:
     lines = [
-        "| data | method | held-out pairs | preference accuracy [95% CI] | score used | train s |",
-        "|---|---|---|---|---|---|",
+        "| data | method | train rows | held-out pairs | accuracy, own score [95% CI] | own score | mean log-prob acc. | "
+        "log-ratio acc. | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, block in results.get("datasets", {}).items():
+        data = block.get("data", {})
         for name, entry in block.get("methods", {}).items():
             if "accuracy" not in entry:
-                lines.append(f"| {dataset} | {name} | failed: {entry.get('error', '?')[:80]} ||||")
+                lines.append(f"| {dataset} | {name} | failed: {entry.get('error', '?')[:80]} |||||||")
                 continue
             low, high = bootstrap_ci(entry["per_pair"])
+            by = entry.get("accuracy_by_score", {})
+            ratio = "(= 0: no adapter)" if name == "base" else f"{by.get('log_ratio', float('nan')):.3f}"
             lines.append(
-                f"| {dataset} | {name} | {len(entry['per_pair'])} | {entry['accuracy']:.3f} [{low:.3f}, {high:.3f}] | "
-                f"{entry['score']} | {entry.get('train_seconds', 0):.0f} |"
+                f"| {dataset} | {name} | {data.get('train')} | {len(entry['per_pair'])} | {entry['accuracy']:.3f} "
+                f"[{low:.3f}, {high:.3f}] | {entry['score']} | {by.get('mean_logp', float('nan')):.3f} | {ratio} | "
+                f"{entry.get('train_seconds', 0):.0f} |"
             )
-    return "\n".join(lines)
+    notes = [f"{name}: {block.get('data')}" for name, block in results.get("datasets", {}).items()]
+    return (
+        "\n".join(lines)
+        + "\n\nData: "
+        + "; ".join(notes)
+        + f". Model: `{results.get('model')}` "
+        + (
+            f"{results.get('model_note', '')}; settings {results.get('settings', {}).get('steps')} steps, LoRA r="
+            f"{results.get('settings', {}).get('lora_r')}, learning rates {results.get('settings', {}).get('learning_rates')}."
+        )
+    )
 
 
 def plots(results: dict, folder: Path, prefix: str) -> list[Path]:
