@@ -157,3 +157,12 @@ def test_real_instruction_loaders():
     dove = load_dove_instructions([DOVE_DIR / "anthropic_helpful" / "test.jsonl"])
     assert len(dove) == len(set(dove)) > 400
     assert all(10 <= len(text) <= 300 for text in hh + dove)
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    import trl_ranking.evaluation.constraints as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 4 and result.failed == 0

@@ -16,10 +16,16 @@ Example:
 
 ```python
 >>> rows = build_constraint_prompts(["How do I boil an egg?"], seed=0)
->>> rows[0]["instruction_id_list"]  # doctest: +SKIP
-['punctuation:no_comma']
->>> constraint_reward(rows[0], "Put it in boiling water for nine minutes.")  # doctest: +SKIP
+>>> print(rows[0]["prompt_text"])
+How do I boil an egg?
+<BLANKLINE>
+Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.
+Include keywords ['time'] in the response.
+>>> constraint_reward(rows[0], "<<Eggs>> Boil them for nine minutes.")  # the title, not the keyword
+0.5
+>>> constraint_reward(rows[0], "<<Eggs>> Boil them; time it: nine minutes.")
 1.0
+
 ```
 """
 
@@ -113,15 +119,10 @@ DEFAULT_CONSTRAINTS: tuple[ConstraintSpec, ...] = (
         lambda rng, _: {"num_words": rng.choice([15, 20, 25, 30]), "relation": "less than"},
         weight=2.0,
     ),
-    ConstraintSpec("keywords:existence", lambda rng, _: {"keywords": [rng.choice(_REQUIRED_KEYWORDS)]}),
+    ConstraintSpec("keywords:existence", lambda rng, _: {"keywords": [rng.choice(_REQUIRED_KEYWORDS)]}, weight=1.5),
     ConstraintSpec("keywords:forbidden_words", _forbidden_word),
     ConstraintSpec("punctuation:no_comma", lambda rng, _: {}, weight=1.5),
-    ConstraintSpec("change_case:english_lowercase", lambda rng, _: {}),
-    ConstraintSpec("detectable_format:title", lambda rng, _: {}),
-    ConstraintSpec("startend:quotation", lambda rng, _: {}),
-    ConstraintSpec(
-        "startend:end_checker", lambda rng, _: {"end_phrase": rng.choice(["Any other questions?", "Thank you."])}
-    ),
+    ConstraintSpec("detectable_format:title", lambda rng, _: {}, weight=0.5),
     ConstraintSpec(
         "keywords:letter_frequency",
         lambda rng, _: {"letter": rng.choice("zqxjk"), "let_frequency": 1, "let_relation": "at least"},
@@ -129,8 +130,12 @@ DEFAULT_CONSTRAINTS: tuple[ConstraintSpec, ...] = (
     ),
     ConstraintSpec("detectable_format:number_bullet_lists", lambda rng, _: {"num_bullets": rng.choice([2, 3])}),
 )
-"""The constraint kinds drawn by default, chosen from SmolLM2-135M-Instruct's measured pass rates (a 135M instruct
-model meets each sometimes, not always, within ~48 new tokens). Their text is IFEval's own description."""
+"""The constraint kinds drawn by default, chosen from SmolLM2-135M-Instruct's (4-bit-dequantized) measured pass rates:
+12 sampled answers (temperature 1, 48 new tokens) per kind on HH-RLHF and DOVE instructions met a word limit 50% of
+the time, a required keyword 17%, a forbidden word (avoided) 58%, no commas 25%, a title 83%, a rare letter 67%, an
+exact bullet count 25%. All-lowercase, a quoted answer and a fixed ending were never met (0/12 each): with no
+candidate meeting them, ranking carries no signal for them, so they are left out (pass them in `constraints` to use
+them). Their text is IFEval's own description."""
 
 
 def describe_constraint(instruction_id: str, kwargs: Mapping[str, Any]) -> str:
