@@ -16,7 +16,7 @@ def test_tiny_quickstart_orders_the_training_rankings(tmp_path, capsys):
     before, after = result["before"], result["after"]
     assert after["eval_train_ranking/accuracy"] > before["eval_train_ranking/accuracy"]
     assert result["losses"][-1] < result["losses"][0]
-    assert (tmp_path / "pro" / "README.md").is_file()  # the model card
+    assert (tmp_path / "pro" / "model.safetensors").is_file()
     out = capsys.readouterr().out
     assert "eval_held_out_ranking/accuracy" in out and "shows the machinery, not" in out
 

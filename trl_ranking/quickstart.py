@@ -415,7 +415,7 @@ def run_tiny(args) -> dict[str, Any]:
         "eval_held_out_scores/rank_2",
     ):
         print(f"{key:38s} {before[key]:10.3f} {after[key]:10.3f}")
-    print(f"\nModel and model card saved to {output_dir / 'pro'} ({time.perf_counter() - start:.0f} s)")
+    print(f"\nModel saved to {output_dir / 'pro'} ({time.perf_counter() - start:.0f} s)")
     return {"before": before, "after": after, "losses": losses}
 
 
