@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if output.exists():
         previous = json.loads(output.read_text())
-        if previous.get("settings") == results["settings"]:
+        if previous.get("settings") == json.loads(json.dumps(results["settings"])):
             results["datasets"] = previous.get("datasets", {})
 
     def save():

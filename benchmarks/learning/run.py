@@ -694,7 +694,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if output.exists():  # resume: keep finished methods of the same configuration
         previous = json.loads(output.read_text())
-        if previous.get("config") == args.config and previous.get("settings") == results["settings"]:
+        if previous.get("config") == args.config and previous.get("settings") == json.loads(
+            json.dumps(results["settings"])
+        ):
             results["methods"] = previous.get("methods", {})
             results["data"] = previous.get("data")
             logger.info("Resuming %s: %d methods already done", output, len(results["methods"]))
