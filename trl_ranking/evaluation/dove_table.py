@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from .generation import generate_responses
 from .metrics import Judge, pairwise_win_rate
+from .pro_table import write_results_json
 
 
 logger = logging.getLogger(__name__)
@@ -137,9 +137,7 @@ def evaluate_dove_win_rates(
     if save_predictions:
         results["predictions"] = predictions
     if output_path is not None:
-        output_path = Path(output_path)
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        output_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_results_json(results, output_path)
     if print_table:
         print(format_dove_table(results))
     return results

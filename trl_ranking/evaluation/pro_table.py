@@ -248,10 +248,15 @@ def evaluate_pro_table_row(
     if save_predictions:
         results["predictions"] = predictions
     if output_path is not None:
-        output_path = Path(output_path)
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        output_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_results_json(results, output_path)
         logger.info("evaluate_pro_table_row: results saved to %s", output_path)
     if print_table:
         print(format_pro_table(results))
     return results
+
+
+def write_results_json(results: Mapping[str, Any], output_path: str | Path) -> None:
+    """Write an evaluation's results as indented UTF-8 JSON, creating the parent folder."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
