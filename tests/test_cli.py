@@ -180,12 +180,18 @@ def test_pro_help_hides_rejected_dpo_flags_and_marks_the_model_required(capsys):
     with pytest.raises(SystemExit):
         main(["pro", "--help"])
     pro_help = capsys.readouterr().out
-    for flag in ("--loss_type", "--label_smoothing", "--ld_alpha", "--f_divergence_type", "--truncation_mode"):
+    for flag in ("--label_smoothing", "--ld_alpha", "--f_divergence_type", "--truncation_mode"):
         assert re.search(rf"{flag}[\s\]]", pro_help) is None, flag  # (`--label_smoothing_factor` is TRL's)
     assert "--sft_weight" in pro_help
     assert re.search(r"\n  --model_name_or_path [^\n]*\n\s+Required\.", pro_help)
-    # Still parsed, so that PRO rejects a value with its reason (one line, see below)
-    with pytest.raises(SystemExit, match=r"`loss_type=\['ipo'\]` is a DPO loss option with no meaning for PRO"):
+    # `--loss_type` is PRO's own (the listwise family), shown with PRO's losses, not DPO's
+    loss_help = pro_help[pro_help.index("\n  --loss_type") + 3 :].split("\n  --", 1)[0]
+    assert "'listmle'" in loss_help and "'ipo'" not in loss_help
+    # Hidden flags are still parsed, so that PRO rejects a value with its reason (one line, see below)
+    with pytest.raises(SystemExit, match=r"`ld_alpha=0\.5` is a DPO loss option with no meaning for PRO"):
+        main(["pro", "--model_name_or_path", "m", "--bf16", "false", "--ld_alpha", "0.5"])
+    # A DPO loss name given to PRO is named as unknown, with PRO's losses listed
+    with pytest.raises(SystemExit, match=r"`loss_type` has unknown losses \['ipo'\]: PROTrainer's losses are"):
         main(["pro", "--model_name_or_path", "m", "--bf16", "false", "--loss_type", "ipo"])
     with pytest.raises(SystemExit):
         main(["dove", "--help"])

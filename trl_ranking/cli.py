@@ -547,10 +547,9 @@ def make_parser(command: str, prog: str | None = None):
     return parser
 
 
-# DPO options that `PROConfig` rejects (or that only tune an option it rejects): not shown in `trl-ranking pro --help`
+# DPO options that `PROConfig` rejects (or that only tune an option it rejects): not shown in `trl-ranking pro --help`.
+# (`loss_type` and `loss_weights` are PRO's own: they select the losses of the listwise family.)
 _PRO_HIDDEN_FLAGS = (
-    "loss_type",
-    "loss_weights",
     "ld_alpha",
     "f_divergence_type",
     "f_alpha_divergence_coef",
