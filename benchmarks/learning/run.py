@@ -97,6 +97,8 @@ class Config:
     generation_batch_size: int = 16
     eval_batch_size: int = 32
     bootstrap_chunks: int = 2
+    # Held-out prompts whose answers get the drift measures (KL to base, base NLL); None = all of them
+    drift_prompts: int | None = 100
     seed: int = 0
     methods: tuple[str, ...] = ()
     tiny_model: bool = False
@@ -151,6 +153,7 @@ CONFIGS: dict[str, Config] = {
         generation_batch_size=64,
         eval_batch_size=64,
         bootstrap_chunks=4,
+        drift_prompts=None,
         methods=ALL_MAIN,
     ),
 }
@@ -493,10 +496,15 @@ def train_pro(ctx: Context, name: str, n: int, self_bootstrap: bool = False, **o
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def drift(model, tokenizer, prompts: list, responses: list[str], batch_size: int, base_context) -> dict[str, list]:
+def drift(
+    model, tokenizer, prompts: list, responses: list[str], batch_size: int, base_context, policy_is_base: bool = False
+) -> dict[str, list]:
     """Per answer: mean per-token KL(policy || base) over its tokens, the base model's mean NLL of it, its length.
 
-    `base_context()` is a context manager under which `model` is the base model (the LoRA adapter switched off).
+    `base_context()` is a context manager under which `model` is the base model (the LoRA adapter switched off);
+    with `policy_is_base` the KL is 0 by definition and only the base pass runs. Rows are left-padded so that every
+    answer ends at the last position, and the head runs only on the last `max answer length + 1` positions (the
+    prompts' logits are never needed): the cost is the two decoder passes, not a full-vocabulary head everywhere.
     """
     device = next(model.parameters()).device
     encoded = []
@@ -509,26 +517,36 @@ def drift(model, tokenizer, prompts: list, responses: list[str], batch_size: int
         encoded.append((prompt_ids, response_ids))
     kl, nll, tokens = [], [], []
     model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start : start + batch_size]
         width = max(len(p) + len(r) for p, r in batch)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        keep = max(len(r) for _, r in batch) + 1  # the logits at position t predict token t + 1
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        response_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        response_mask = torch.zeros((len(batch), keep - 1), dtype=torch.bool)
         for i, (p, r) in enumerate(batch):
             ids = p + r
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention[i, : len(ids)] = 1
-            response_mask[i, len(p) : len(ids)] = True
-        input_ids, attention, response_mask = input_ids.to(device), attention.to(device), response_mask.to(device)
-        # logits at position t predict token t + 1
-        policy = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float().log_softmax(-1)
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            attention[i, width - len(ids) :] = 1
+            response_mask[i, keep - 1 - len(r) :] = True
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        inputs = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention.to(device),
+            "position_ids": positions.to(device),
+            "logits_to_keep": keep,
+        }
+        mask = response_mask.to(device)
+        targets = inputs["input_ids"][:, width - keep + 1 :]
         with base_context():
-            base = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float().log_softmax(-1)
-        targets = input_ids[:, 1:]
-        mask = response_mask[:, 1:]
-        token_kl = (policy.exp() * (policy - base)).sum(-1)
+            base = model(**inputs).logits[:, :-1].float().log_softmax(-1)
+        if policy_is_base:
+            token_kl = torch.zeros_like(mask, dtype=torch.float32)
+        else:
+            policy = model(**inputs).logits[:, :-1].float().log_softmax(-1)
+            token_kl = (policy.exp() * (policy - base)).sum(-1)
+            del policy
         token_nll = -base.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         for i in range(len(batch)):
             m = mask[i]
@@ -536,11 +554,13 @@ def drift(model, tokenizer, prompts: list, responses: list[str], batch_size: int
             kl.append(float(token_kl[i][m].sum() / count))
             nll.append(float(token_nll[i][m].sum() / count))
             tokens.append(count - 1 if tokenizer.eos_token_id is not None else count)
-        del policy, base
+        del base
     return {"kl": kl, "base_nll": nll, "tokens": tokens}
 
 
-def evaluate(model, tokenizer, eval_rows: list[dict], cfg: Config, base_context) -> dict[str, Any]:
+def evaluate(
+    model, tokenizer, eval_rows: list[dict], cfg: Config, base_context, policy_is_base: bool = False
+) -> dict[str, Any]:
     from trl_ranking.evaluation import generate_responses
 
     start = time.time()
@@ -558,7 +578,18 @@ def evaluate(model, tokenizer, eval_rows: list[dict], cfg: Config, base_context)
     for row, passed in zip(eval_rows, passes):
         for instruction_id, ok in zip(row["instruction_id_list"], passed):
             per_kind.setdefault(instruction_id, []).append(int(ok))
-    d = drift(model, tokenizer, [r["prompt"] for r in eval_rows], responses, cfg.eval_batch_size, base_context)
+    # Drift on the first `drift_prompts` held-out prompts: two decoder passes per answer cost more than generating it
+    num_drift = len(eval_rows) if cfg.drift_prompts is None else min(cfg.drift_prompts, len(eval_rows))
+    d = drift(
+        model,
+        tokenizer,
+        [r["prompt"] for r in eval_rows[:num_drift]],
+        responses[:num_drift],
+        cfg.eval_batch_size,
+        base_context,
+        policy_is_base,
+    )
+    answer_tokens = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in responses]
     rewards = [sum(p) / len(p) for p in passes]
     prompt_pass = [float(all(p)) for p in passes]
     return {
@@ -568,7 +599,8 @@ def evaluate(model, tokenizer, eval_rows: list[dict], cfg: Config, base_context)
             "mean_reward": _mean(rewards),
             "kl_to_base": _mean(d["kl"]),
             "base_nll": _mean(d["base_nll"]),
-            "tokens": _mean([float(t) for t in d["tokens"]]),
+            "tokens": _mean([float(t) for t in answer_tokens]),
+            "drift_prompts": num_drift,
             "words": _mean([float(len(t.split())) for t in responses]),
             "empty_answers": sum(not t for t in responses),
         },
@@ -579,7 +611,7 @@ def evaluate(model, tokenizer, eval_rows: list[dict], cfg: Config, base_context)
             "instructions_passed": [sum(p) for p in passes],
             "kl": d["kl"],
             "base_nll": d["base_nll"],
-            "tokens": d["tokens"],
+            "tokens": answer_tokens,
         },
         "samples": [
             {"prompt": eval_rows[i]["prompt_text"], "answer": responses[i], "passed": passes[i]} for i in range(3)
@@ -724,7 +756,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             if method.train is None:
                 model = base_model
-                entry.update(evaluate(model, tokenizer, eval_rows, cfg, _nullcontext))
+                entry.update(evaluate(model, tokenizer, eval_rows, cfg, _nullcontext, policy_is_base=True))
             else:
                 lr = cfg.learning_rates[method.family] * (float(multiplier) if multiplier else 1.0)
                 ctx = Context(cfg, model_path, tokenizer, train_rows, work_dir / "runs", lr, device)

@@ -176,3 +176,7 @@ def test_drift_matches_per_sequence_kl_and_nll(tmp_path, chat_tokenizer):
         assert result["kl"][i] == pytest.approx(kl, rel=1e-4)
         assert result["base_nll"][i] == pytest.approx(nll, rel=1e-4)
         assert result["tokens"][i] == len(r) - 1
+    # The base model scored as its own policy: zero KL by definition, the same base NLL, one pass only
+    alone = run.drift(switch, chat_tokenizer, prompts, responses, 2, base_context=switch.base, policy_is_base=True)
+    assert alone["kl"] == [0.0, 0.0]
+    assert alone["base_nll"] == pytest.approx(result["base_nll"], rel=1e-6)
