@@ -51,3 +51,26 @@ def test_real_quickstart_reduced(smollm2_path, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Held-out results (before -> after training)" in out and "Timings (s)" in out
     assert Path(result["model"]) == Path(smollm2_path)
+
+
+def test_bundled_samples_cover_the_default_run():
+    """The default run reuses the bundled answers: they exist for its prompts and settings, 4 per prompt, and only
+    there (another setting gets no stale answers)."""
+    import gzip
+
+    from trl_ranking.assets import bundled_quickstart_samples_path
+    from trl_ranking.evaluation.constraints import build_constraint_prompts
+
+    bundle = json.loads(gzip.decompress(Path(bundled_quickstart_samples_path()).read_bytes()))
+    args = quickstart._parser().parse_args([])
+    assert args.samples == "bundled"
+    train, held_out = quickstart._load_instructions(args.seed, args.train_prompts, args.eval_prompts)
+    train_rows = build_constraint_prompts(train, seed=args.seed)
+    ranking_rows = build_constraint_prompts(held_out, seed=args.seed + 1)[: args.eval_ranking_prompts]
+    for rows in (train_rows, ranking_rows):
+        answers = bundle["answers"][quickstart._samples_key(rows, args)]
+        assert len(answers) == len(rows) * args.candidates
+        assert all(isinstance(answer, str) for answer in answers) and len(set(answers)) > len(rows)
+    other = quickstart._parser().parse_args(["--max-new-tokens", "47"])
+    assert quickstart._samples_key(train_rows, other) not in bundle["answers"]
+    assert "SmolLM2-135M-Instruct" in bundle["source"]

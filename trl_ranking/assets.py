@@ -36,6 +36,11 @@ def bundled_hh_rlhf_path() -> str:
     return str(ASSETS_DIR / "hh_rlhf_harmless_base_sample.jsonl.gz")
 
 
+def bundled_quickstart_samples_path() -> str:
+    """The quick start's sampled answers (SmolLM2-135M-Instruct, 4-bit-dequantized), keyed by prompts and settings."""
+    return str(ASSETS_DIR / "quickstart_samples.json.gz")
+
+
 def bundled_dove_instructions_path() -> str:
     """Path of the bundled 1,000 real DOVE Anthropic-helpful instructions (`{"instruction", "split"}` JSON lines, MIT):
     500 from the DOVE SFT split (`"val_sft"`) and 500 held-out test instructions (`"test"`)."""

@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sft-weight", type=float, default=0.005, help="see the module docstring")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--show", type=int, default=3, help="held-out prompts whose answers are printed")
+    parser.add_argument(
+        "--samples",
+        choices=("bundled", "fresh"),
+        default="bundled",
+        help="the sampled answers that make the rankings: `bundled` reuses answers this very model sampled with these "
+        "settings (saves most of the run's CPU time; used only where prompts and settings match, else sampled "
+        "afresh), `fresh` samples them now",
+    )
+    parser.add_argument("--save-samples", default=None, help="write the sampled answers to this .json.gz file")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -124,14 +133,30 @@ def _load_instructions(seed: int, num_train: int, num_eval: int) -> tuple[list[s
     return pools["val_sft"][:num_train], pools["test"][:num_eval]
 
 
-def _sample_rankings(model, tokenizer, rows, args) -> tuple[Any, dict[str, float]]:
-    """Sample `args.candidates` answers per prompt and rank them by the share of constraints met (best first)."""
-    from datasets import Dataset
+def _samples_key(rows, args) -> str:
+    """What the sampled answers depend on: the prompts and the sampling settings (not the model path)."""
+    import hashlib
 
-    from trl_ranking.data import rank_completions
+    settings = [row["prompt_text"] for row in rows] + [args.candidates, args.max_new_tokens, args.seed, 1.0, 0.95]
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+
+
+def _sampled_answers(model, tokenizer, rows, args, store: dict[str, Any]) -> list[str]:
+    """`args.candidates` answers per prompt (flat, prompt-major): the bundled ones where they match, else sampled."""
+    import gzip
+
+    from trl_ranking.assets import bundled_quickstart_samples_path
     from trl_ranking.evaluation import generate_responses
-    from trl_ranking.evaluation.constraints import ConstraintScorer
 
+    key = _samples_key(rows, args)
+    if args.samples == "bundled":
+        bundle = json.loads(gzip.decompress(Path(bundled_quickstart_samples_path()).read_bytes()))
+        if key in bundle["answers"]:
+            store.setdefault("source", bundle["source"])
+            store["answers"][key] = bundle["answers"][key]
+            return bundle["answers"][key]
+        logger.info("no bundled samples for these prompts and settings: sampling them now")
+    store["source"] = "sampled in this run"
     answers = generate_responses(
         model,
         tokenizer,
@@ -144,6 +169,18 @@ def _sample_rankings(model, tokenizer, rows, args) -> tuple[Any, dict[str, float
         top_p=0.95,
         num_return_sequences=args.candidates,
     )
+    store["answers"][key] = answers
+    return answers
+
+
+def _sample_rankings(model, tokenizer, rows, args, store: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    """`args.candidates` sampled answers per prompt, ranked by the share of constraints met (best first)."""
+    from datasets import Dataset
+
+    from trl_ranking.data import rank_completions
+    from trl_ranking.evaluation.constraints import ConstraintScorer
+
+    answers = _sampled_answers(model, tokenizer, rows, args, store)
     n = args.candidates
     dataset = Dataset.from_list(
         [
@@ -229,9 +266,19 @@ def run_real(args) -> dict[str, Any]:
 
     _rule(f"4. Rankings: {args.candidates} sampled answers per prompt, ranked by the share of constraints met")
     tick = time.perf_counter()
-    train_rankings, train_stats = _sample_rankings(model, tokenizer, train_rows, args)
-    eval_rankings, _ = _sample_rankings(model, tokenizer, eval_rows[: args.eval_ranking_prompts], args)
+    samples: dict[str, Any] = {"answers": {}}
+    train_rankings, train_stats = _sample_rankings(model, tokenizer, train_rows, args, samples)
+    eval_rankings, _ = _sample_rankings(model, tokenizer, eval_rows[: args.eval_ranking_prompts], args, samples)
     timings["sample_and_rank"] = time.perf_counter() - tick
+    if args.save_samples:
+        import gzip
+
+        samples["source"] = (
+            f"sampled from {model_path} by `python -m trl_ranking.quickstart --samples fresh` "
+            f"(seed {args.seed}, temperature 1.0, top-p 0.95, {args.max_new_tokens} new tokens at most)"
+        )
+        Path(args.save_samples).write_bytes(gzip.compress(json.dumps(samples, indent=0).encode(), mtime=0))
+    print(f"answers: {samples['source']}")
     print(
         f"training prompts: mean reward of a sampled answer {train_stats['mean_reward']:.2f}, of the best of "
         f"{args.candidates} {train_stats['best_of_n_reward']:.2f}; {train_stats['informative']} of "
