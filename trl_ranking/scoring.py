@@ -103,6 +103,9 @@ class TokenLogProbs:
     position: torch.Tensor  # [scored tokens], its flat position in the forward's per-position outputs
     num_sequences: int
     outputs: Any  # the model's `FusedCausalLMOutput`
+    # Padded rows (one sequence per row): the row length of the per-position outputs. Sums then run along each row in
+    # the order `DPOTrainer` sums them, so a padded PRO score is bitwise DPO's (an `index_add` rounds differently)
+    row_length: int | None = None
 
     def gather(self, per_position: torch.Tensor) -> torch.Tensor:
         """Values of a per-position model output (e.g. `outputs.entropy`) at the scored tokens, `[scored tokens]`."""
@@ -110,6 +113,9 @@ class TokenLogProbs:
 
     def sum_per_sequence(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of per-scored-token `values` within each sequence, `[num_sequences]`."""
+        if self.row_length is not None:
+            dense = values.new_zeros(self.num_sequences * self.row_length).index_put((self.position,), values)
+            return dense.view(self.num_sequences, self.row_length).sum(dim=1)
         out = values.new_zeros(self.num_sequences)
         return out.index_add(0, self.sequence, values)
 
@@ -148,6 +154,7 @@ def token_log_probs(model, inputs: dict[str, torch.Tensor], score_mask: torch.Te
         position=position,
         num_sequences=shift_labels.shape[0],
         outputs=outputs,
+        row_length=shift_labels.shape[1],
     )
 
 

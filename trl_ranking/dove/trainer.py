@@ -139,6 +139,25 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
     return JointPair(chosen_prompt, chosen, rejected_prompt, rejected, *prompt_fields)
 
 
+def _tokenize_sides(processing_class, pair: JointPair, eos_token: str, template_kwargs: dict[str, Any]):
+    """`(chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids)` of a pair, each side templated on its own.
+
+    One shared prompt is tokenized once for both sides, exactly as `DPOTrainer` does (same prompt cut).
+    """
+    if pair.chosen_prompt == pair.rejected_prompt:
+        prompt_ids, (chosen_ids, rejected_ids) = tokenize_prompt_completions(
+            processing_class, pair.chosen_prompt, [pair.chosen, pair.rejected], eos_token=eos_token, **template_kwargs
+        )
+        return prompt_ids, chosen_ids, prompt_ids, rejected_ids
+    chosen_prompt_ids, (chosen_ids,) = tokenize_prompt_completions(
+        processing_class, pair.chosen_prompt, [pair.chosen], eos_token=eos_token, **template_kwargs
+    )
+    rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
+        processing_class, pair.rejected_prompt, [pair.rejected], eos_token=eos_token, **template_kwargs
+    )
+    return chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids
+
+
 def _pop_layout(inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     """Take the packed layout (`DataCollatorForJointPreference`'s `packed_*` keys) out of `inputs`, unprefixed."""
     prefix = DataCollatorForJointPreference.PACKED_PREFIX
@@ -370,25 +389,13 @@ class DOVETrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
 
         def tokenize_row(example: dict[str, Any], index: int, scoring: dict[str, Any]) -> dict[str, Any]:
             pair = to_joint_pair(example, index)
-            chosen_prompt, chosen, rejected_prompt, rejected = pair[:4]
-            template_kwargs = chat_template_kwargs_of(example)
-            # One shared prompt: tokenized once for both sides, exactly as `DPOTrainer` does (same prompt cut)
-            if chosen_prompt == rejected_prompt:
-                prompt_ids, (chosen_ids, rejected_ids) = tokenize_prompt_completions(
-                    processing_class, chosen_prompt, [chosen, rejected], eos_token=eos_token, **template_kwargs
-                )
-                chosen_prompt_ids = rejected_prompt_ids = prompt_ids
-            else:
-                chosen_prompt_ids, (chosen_ids,) = tokenize_prompt_completions(
-                    processing_class, chosen_prompt, [chosen], eos_token=eos_token, **template_kwargs
-                )
-                rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
-                    processing_class, rejected_prompt, [rejected], eos_token=eos_token, **template_kwargs
-                )
+            chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids = _tokenize_sides(
+                processing_class, pair, eos_token, chat_template_kwargs_of(example)
+            )
             if add_bos:
-                if not is_conversational_value(chosen_prompt) and chosen_prompt_ids[:1] != [bos_id]:
+                if not is_conversational_value(pair.chosen_prompt) and chosen_prompt_ids[:1] != [bos_id]:
                     chosen_prompt_ids = [bos_id, *chosen_prompt_ids]
-                if not is_conversational_value(rejected_prompt) and rejected_prompt_ids[:1] != [bos_id]:
+                if not is_conversational_value(pair.rejected_prompt) and rejected_prompt_ids[:1] != [bos_id]:
                     rejected_prompt_ids = [bos_id, *rejected_prompt_ids]
             output: dict[str, Any] = {"prompt_truncated": 0}
             for side, prompt_field, prompt_ids, response_ids in (
@@ -435,33 +442,38 @@ class DOVETrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
         with global_then_local_main_first():
             dataset = dataset.map(tokenize_row, **map_kwargs)
         if isinstance(dataset, Dataset):
-            num_truncated = sum(dataset["prompt_truncated"])
-            log_truncated_prompts(num_truncated, 2 * len(dataset), dataset_name, max_prompt_length, "instructions")
-            num_cut = sum(dataset["response_truncated"])
-            if num_cut:
-                lost = (
-                    "the end of the response and its EOS token are"
-                    if args.truncation_mode == "keep_start"
-                    else "the start of the instruction is"
-                )
-                logger.warning(
-                    "%d of %d sides (instruction + response) of the %s dataset are longer than `max_length=%d` tokens "
-                    "and are cut by the collator: %s not trained. Raise `max_length` or set `max_prompt_length`.",
-                    num_cut,
-                    2 * len(dataset),
-                    dataset_name,
-                    max_length,
-                    lost,
-                )
-            num_identical = sum(dataset["identical_sides"])
-            if num_identical:
-                logger.warning(
-                    "%d of %d pairs of the %s dataset have identical chosen and rejected sides: they give no gradient.",
-                    num_identical,
-                    len(dataset),
-                    dataset_name,
-                )
+            self._log_dataset_counts(dataset, dataset_name, args)
         return dataset
+
+    def _log_dataset_counts(self, dataset: Dataset, dataset_name: str, args: DOVEConfig) -> None:
+        """Log what `_prepare_dataset` counted: truncated instructions, sides cut at `max_length`, identical pairs."""
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        num_truncated = sum(dataset["prompt_truncated"])
+        log_truncated_prompts(num_truncated, 2 * len(dataset), dataset_name, max_prompt_length, "instructions")
+        num_cut = sum(dataset["response_truncated"])
+        if num_cut:
+            lost = (
+                "the end of the response and its EOS token are"
+                if args.truncation_mode == "keep_start"
+                else "the start of the instruction is"
+            )
+            logger.warning(
+                "%d of %d sides (instruction + response) of the %s dataset are longer than `max_length=%d` tokens "
+                "and are cut by the collator: %s not trained. Raise `max_length` or set `max_prompt_length`.",
+                num_cut,
+                2 * len(dataset),
+                dataset_name,
+                max_length,
+                lost,
+            )
+        num_identical = sum(dataset["identical_sides"])
+        if num_identical:
+            logger.warning(
+                "%d of %d pairs of the %s dataset have identical chosen and rejected sides: they give no gradient.",
+                num_identical,
+                len(dataset),
+                dataset_name,
+            )
 
     def _set_signature_columns_if_needed(self):
         # Replaces DPO's `prompt_ids`/`chosen_ids`/`rejected_ids` with the per-side prompt columns

@@ -435,29 +435,34 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
         with global_then_local_main_first():
             dataset = dataset.map(tokenize_row, **map_kwargs)
         if isinstance(dataset, Dataset):
-            num_truncated = sum(dataset["prompt_truncated"])
-            log_truncated_prompts(num_truncated, len(dataset), dataset_name, max_prompt_length, "prompts")
-            num_cut = sum(dataset["completion_truncated"])
-            if num_cut:
-                logger.warning(
-                    "%d of %d completions of the %s dataset are longer than `max_length=%d` tokens with their prompt: "
-                    "they are cut (their end and EOS token are not trained). Raise `max_length` or set "
-                    "`max_prompt_length`.",
-                    num_cut,
-                    sum(len(ids) for ids in dataset["completion_ids"]),
-                    dataset_name,
-                    max_length,
-                )
-            num_degenerate = sum(dataset["degenerate"])
-            if num_degenerate:
-                logger.warning(
-                    "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
-                    "tied): they give no ranking gradient, only the SFT term.",
-                    num_degenerate,
-                    len(dataset),
-                    dataset_name,
-                )
+            self._log_dataset_counts(dataset, dataset_name, args)
         return dataset
+
+    def _log_dataset_counts(self, dataset: Dataset, dataset_name: str, args: PROConfig) -> None:
+        """Log what `_prepare_dataset` counted: truncated prompts, completions cut at `max_length`, degenerate rankings."""
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        num_truncated = sum(dataset["prompt_truncated"])
+        log_truncated_prompts(num_truncated, len(dataset), dataset_name, max_prompt_length, "prompts")
+        num_cut = sum(dataset["completion_truncated"])
+        if num_cut:
+            logger.warning(
+                "%d of %d completions of the %s dataset are longer than `max_length=%d` tokens with their prompt: "
+                "they are cut (their end and EOS token are not trained). Raise `max_length` or set "
+                "`max_prompt_length`.",
+                num_cut,
+                sum(len(ids) for ids in dataset["completion_ids"]),
+                dataset_name,
+                max_length,
+            )
+        num_degenerate = sum(dataset["degenerate"])
+        if num_degenerate:
+            logger.warning(
+                "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
+                "tied): they give no ranking gradient, only the SFT term.",
+                num_degenerate,
+                len(dataset),
+                dataset_name,
+            )
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
