@@ -100,19 +100,16 @@ def full_head_forward(model, inputs, shift_labels, **model_kwargs):
 
 @contextlib.contextmanager
 def full_head(enabled: bool):
-    import trl_ranking.packing
     import trl_ranking.scoring
 
-    modules = (trl_ranking.scoring, trl_ranking.packing)
+    # Every trainer scores through `trl_ranking.scoring`, whose functions look `scored_forward` up at call time
     original = trl_ranking.scoring.scored_forward
     if enabled:
-        for module in modules:
-            module.scored_forward = full_head_forward
+        trl_ranking.scoring.scored_forward = full_head_forward
     try:
         yield
     finally:
-        for module in modules:
-            module.scored_forward = original
+        trl_ranking.scoring.scored_forward = original
 
 
 def make_model_dir(name: str, layers: int | None, directory: str) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
+
+# The data paths live in `tiny_models` (the helper module); named here too for the tests that still import them from here
+from tiny_models import DATA_DIR, DOVE_DIR, HH_RLHF_FILE, SPARSE_FEEDBACK_DIR, requires_cuda  # noqa: F401
 
 from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
 
@@ -14,18 +16,12 @@ from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-DATA_DIR = Path(__file__).resolve().parent / "fixtures" / "data"
-HH_RLHF_FILE = DATA_DIR / "hh-rlhf" / "harmless-base-test.jsonl.gz"
-DOVE_DIR = DATA_DIR / "dove"
-SPARSE_FEEDBACK_DIR = DATA_DIR / "sparse-feedback"
+# The data paths and `requires_cuda` live in the helper module `tiny_models`; they are named here too for the tests
+# that still import them from `conftest`
 
 
 def has_cuda() -> bool:
     return torch.cuda.is_available()
-
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,10 @@ from typing import Any, ClassVar
 
 import torch
 from transformers.data.data_collator import DataCollatorMixin
+from trl.data_utils import common_prefix_length
 from trl.trainer.utils import pad
 
-from .packing import PackedGroup, build_packed_layout, common_prefix_length
+from .packing import PackedGroup, build_packed_layout
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 
 def check_max_prompt_length(max_prompt_length: int | None, max_length: int | None) -> None:
     """`max_prompt_length` must be positive and leave every completion at least one token under `max_length`."""
@@ -14,3 +16,30 @@ def check_max_prompt_length(max_prompt_length: int | None, max_length: int | Non
             f"`max_prompt_length` ({max_prompt_length}) must be smaller than `max_length` ({max_length}) so that "
             "every completion keeps at least one token."
         )
+
+
+@dataclass
+class PackedLayoutConfigMixin:
+    """The batch-layout fields of `PROConfig` and `DOVEConfig` (see `trl_ranking.packing` and `docs/performance.md`).
+
+    Both apply to the trainer's default collator. With a `data_collator` passed to the trainer, the batches keep the
+    layout that collator gives them, and setting either field warns that it does not apply.
+    """
+
+    prefix_sharing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Process each shared prompt once (a ranking's prompt, or the common start of a pair's two rows), "
+            "with a tree attention mask. None (default): on wherever exact (eager, SDPA, flex attention), else off. "
+            "True: on, falling back to the padded layout with a warning where not exact. False: TRL's padded layout. "
+            "An option of the default collator: a `data_collator` passed in keeps its own layout."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack all sequences of a batch into one row with no padding (block-diagonal mask). Exact with "
+            "eager, SDPA and flex attention (fastest: it skips masked blocks), and with flash attention without "
+            "prefix sharing. An option of the default collator: a `data_collator` passed in keeps its own layout."
+        },
+    )

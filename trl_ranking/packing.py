@@ -33,6 +33,9 @@ for SDPA, a `BlockMask` for flex attention (whose kernels skip the masked blocks
 take each sequence as one contiguous run of tokens (`cu_seqlens`) and cannot let several branches attend to one
 shared prefix: they support the padding-free layout without prefix sharing (given by the position ids alone) and
 nothing else.
+
+This module holds the layouts and their masks only; the forward and the gathering of the scored log-probabilities are
+`trl_ranking.scoring`'s (`packed_token_log_probs`), the one scoring path of every trainer.
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ from typing import Any
 
 import torch
 
-from .scoring import FUSED_PER_TOKEN_FIELDS, _base_model, scored_forward
-
 
 logger = logging.getLogger(__name__)
 
 _MASKED_ATTENTION = ("eager", "sdpa", "flex_attention")
+
+
+def _base_model(model):
+    """The `PreTrainedModel` under PEFT / accelerate wrappers."""
+    model = getattr(model, "module", model)
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
 
 
 @dataclass
@@ -186,16 +195,6 @@ def build_packed_layout(
     if return_token_index:
         output["score_token"] = torch.tensor(token_index, dtype=torch.long)
     return output
-
-
-def common_prefix_length(first: list[int], second: list[int]) -> int:
-    """Number of leading tokens `first` and `second` have in common."""
-    length = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        length += 1
-    return length
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -441,89 +440,3 @@ def packed_attention_mask(model, layout: dict[str, torch.Tensor]):
     if mixed:
         return {"full_attention": build(None), "sliding_attention": build(window)}
     return build(window)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Scoring
-# ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class PackedTokenLogProbs:
-    """Log-probabilities of the scored tokens of a packed batch, one entry per `(sequence, position)` pair."""
-
-    values: torch.Tensor  # [scored tokens]
-    sequence: torch.Tensor  # [scored tokens], the sequence each value counts for
-    position: torch.Tensor  # [scored tokens], its flat position in the packed rows
-    num_sequences: int
-    outputs: Any  # the model's `FusedCausalLMOutput`
-
-    def gather(self, per_position: torch.Tensor) -> torch.Tensor:
-        """Values of a per-position model output (e.g. `outputs.entropy`) at the scored tokens, `[scored tokens]`."""
-        return per_position.reshape(-1)[self.position]
-
-    def sum_per_sequence(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of per-scored-token `values` within each sequence, `[num_sequences]`."""
-        out = values.new_zeros(self.num_sequences)
-        return out.index_add(0, self.sequence, values)
-
-    @property
-    def sums(self) -> torch.Tensor:
-        """Summed log-probability of the scored tokens of each sequence, `[num_sequences]`."""
-        return self.sum_per_sequence(self.values)
-
-    @property
-    def counts(self) -> torch.Tensor:
-        """Number of scored tokens of each sequence, `[num_sequences]`."""
-        return self.sum_per_sequence(torch.ones_like(self.values))
-
-    @property
-    def means(self) -> torch.Tensor:
-        """Mean log-probability of the scored tokens of each sequence, `[num_sequences]`."""
-        return self.sums / self.counts.clamp(min=1)
-
-
-def packed_token_log_probs(model, layout: dict[str, torch.Tensor], **model_kwargs) -> PackedTokenLogProbs:
-    """Run `model` (patched with TRL's fused LM head) on a packed layout and gather the scored log-probabilities.
-
-    The per-position labels (`shift_labels`) go to the fused head unshifted, so the head scores each position against
-    the label the layout put there, whether or not the next token of the row is in the same branch. The head projects
-    the labelled positions only (`trl_ranking.scoring.scored_forward`).
-    """
-    inputs = {
-        "input_ids": layout["input_ids"],
-        "attention_mask": packed_attention_mask(model, layout),
-        "position_ids": layout["position_ids"],
-    }
-    outputs = scored_forward(model, inputs, layout["shift_labels"], **model_kwargs)
-    position = layout["score_position"]
-    values = outputs.log_probs.reshape(-1)[position]
-    return PackedTokenLogProbs(
-        values=values,
-        sequence=layout["score_sequence"],
-        position=position,
-        num_sequences=int(layout["num_sequences"].sum()),
-        outputs=outputs,
-    )
-
-
-def scatter_to_padded(outputs, position: torch.Tensor, row: torch.Tensor, column: torch.Tensor, shape):
-    """Re-lay a packed forward's fused-head outputs as the padded layout's: a `FusedCausalLMOutput` of `[rows, seq-1]`.
-
-    `position` is the flat packed position of each scored `(sequence, token)` pair (`score_position`), `row` the
-    padded row of its sequence and `column` its token index minus one (`score_token - 1`): where the padded forward
-    puts that token's log-probability. Every per-token field is gathered at the scored positions and scattered there,
-    zero elsewhere, as the fused head leaves the unlabelled positions of a padded forward; a packed position that
-    counts for two sequences (a shared prefix token scored for both) is gathered twice, and its gradient is the sum
-    of both uses. `loss` is recomputed over the padded positions (the mean NLL of the scored tokens), `label_mask`
-    marks them, `aux_loss` is the packed forward's.
-    """
-    index = (row, column)
-    fields = {}
-    for name in FUSED_PER_TOKEN_FIELDS:
-        value = getattr(outputs, name, None)
-        if value is not None:
-            fields[name] = value.new_zeros(shape).index_put(index, value.reshape(-1)[position])
-    scored = torch.ones(position.shape, dtype=torch.bool, device=position.device)
-    fields["label_mask"] = torch.zeros(shape, dtype=torch.bool, device=position.device).index_put(index, scored)
-    fields["loss"] = -fields["log_probs"].sum() / fields["label_mask"].sum().clamp(min=1)
-    fields["aux_loss"] = getattr(outputs, "aux_loss", None)
-    return type(outputs)(**fields)

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,6 +16,8 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer
 from trl.trainer.utils import get_config_model_id
+
+from .packing import choose_layout
 
 
 logger = logging.getLogger(__name__)
@@ -240,3 +243,67 @@ def overridden_config(args, **values):
     finally:
         for name, value in saved.items():
             setattr(args, name, value)
+
+
+class PackedLayoutMixin:
+    """The batch layout (prefix sharing, padding-free) of the PRO and DOVE trainers. Put it before `DPOTrainer`.
+
+    The layout is an option of the trainer's default collator (`DataCollatorForRanking`,
+    `DataCollatorForJointPreference`), set once the models exist, to what is exact for them
+    (`trl_ranking.packing.choose_layout`). A `data_collator` passed in decides the layout itself: its batches are scored
+    in whatever layout they hold (padded, or packed when the collator packs them), `trainer.prefix_sharing` and
+    `trainer.padding_free` report the collator's own flags (`False` where it has none), and asking for
+    `prefix_sharing=True` or `padding_free=True` in the config then only warns that the config does not apply.
+    """
+
+    def _init_layout(self, default_collator, args) -> None:
+        """Before `DPOTrainer.__init__`: the default collator (`None` when one was passed in) and the layout asked for."""
+        self._layout_collator = default_collator
+        self._layout_resolved = False
+        # `DPOTrainer.__init__` would switch `padding_free` off with a warning: the subclass passes it `False` and
+        # keeps the request here
+        self._padding_free_requested = args.padding_free
+        self.prefix_sharing = False
+
+    def _resolve_layout(self) -> None:
+        """Choose prefix sharing / padding-free for the models at hand and set them on the default collator.
+
+        Called once the models exist: at the end of `__init__`, or earlier by the reference precompute, which runs
+        inside `DPOTrainer.__init__` (so the precomputed reference log-probs come from the training layout). The models
+        are the policy and, where one is kept, the reference model.
+        """
+        if self._layout_resolved:
+            return
+        self._layout_resolved = True
+        args = self.args
+        collator = self._layout_collator
+        if collator is None:
+            if args.prefix_sharing or self._padding_free_requested:
+                warnings.warn(
+                    "`prefix_sharing`/`padding_free` are options of the default collator; with a `data_collator` "
+                    "passed in, the batches keep the layout that collator gives them.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.prefix_sharing = bool(getattr(self.data_collator, "prefix_sharing", False))
+            self.padding_free = bool(getattr(self.data_collator, "padding_free", False))
+            return
+        models = [self.model] + ([self.ref_model] if self.ref_model is not None else [])
+        prefix_sharing, padding_free = choose_layout(
+            models, args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
+        )
+        collator.prefix_sharing = self.prefix_sharing = prefix_sharing
+        collator.padding_free = self.padding_free = padding_free
+
+
+def log_truncated_prompts(num_truncated: int, num_prompts: int, dataset_name: str, max_prompt_length, what: str):
+    """Log how many prompts (or `what`) of a dataset were left-truncated to `max_prompt_length` (nothing if none)."""
+    if num_truncated:
+        logger.warning(
+            "%d of %d %s of the %s dataset were left-truncated to `max_prompt_length=%d` tokens.",
+            num_truncated,
+            num_prompts,
+            what,
+            dataset_name,
+            max_prompt_length,
+        )

@@ -8,7 +8,15 @@ import pytest
 import torch
 from datasets import Dataset
 from test_listwise_losses import log_sigmoid, naive_lipo, naive_listmle, naive_minmax, naive_pairs
-from tiny_models import cpu_test_config
+from tiny_models import (
+    LAYOUTS,
+    assert_same_gradient,
+    completion_log_probs,
+    cpu_test_config,
+    hh_rankings,
+    loss_and_grad,
+    sorted_ranking,
+)
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
@@ -22,11 +30,6 @@ MAX_PROMPT_LENGTH = 40
 BETA = 0.5
 FAMILY = ["pro", "listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo_pairs"]
 WEIGHTS = [1.0, 0.5, 2.0, 0.25, 0.1, 1.5, 3.0]
-LAYOUTS = {
-    "prefix_shared": {"prefix_sharing": True, "padding_free": False},
-    "padding_free": {"prefix_sharing": False, "padding_free": True},
-    "prefix_shared+padding_free": {"prefix_sharing": True, "padding_free": True},
-}
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:
@@ -44,36 +47,15 @@ def make_config(tmp_path, **overrides) -> PROConfig:
 
 def ranking_rows(hh_pairs, with_rewards: bool) -> list[dict]:
     """Rankings of 2, 4 and 3 real HH-RLHF responses; the rewards (given out of order) tie within two rankings."""
-    rewards = [[0.5, 2.0], [0.5, 2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]
-    rows = []
-    for i, n in enumerate([2, 4, 3]):
-        base = hh_pairs[30 + i]
-        extras = [hh_pairs[300 + 7 * i + j]["rejected"] for j in range(n - 2)]
-        row = {"prompt": base["prompt"], "completions": [base["chosen"], base["rejected"], *extras]}
-        if with_rewards:
-            row["rewards"] = rewards[i]
-        rows.append(row)
-    return rows
-
-
-def sorted_ranking(row):
-    if "rewards" not in row:
-        return row["completions"], None
-    order = sorted(range(len(row["rewards"])), key=lambda i: -row["rewards"][i])
-    return [row["completions"][i] for i in order], [row["rewards"][i] for i in order]
+    return hh_rankings(
+        hh_pairs, 30, 300, [[0.5, 2.0], [0.5, 2.0, 0.5, -1.0], [0.0, 1.0, 0.0]] if with_rewards else None
+    )
 
 
 def independent_logps(model, tokenizer, prompt: str, completion: str) -> tuple[float, int]:
     """Summed log-prob and token count of `completion + EOS` after the left-truncated prompt, one plain forward."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    completion_ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"][len(prompt_ids) :]
-    prompt_ids = prompt_ids[-MAX_PROMPT_LENGTH:]
-    ids = (prompt_ids + completion_ids)[:MAX_LENGTH]
-    n_completion = len(ids) - len(prompt_ids)
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-    logps = torch.log_softmax(logits[:-1], dim=-1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
-    return logps[-n_completion:].sum().item(), n_completion
+    logps = completion_log_probs(model, tokenizer, prompt, completion, MAX_PROMPT_LENGTH, MAX_LENGTH)
+    return logps.sum().item(), logps.numel()
 
 
 def collate_all(trainer, layout: dict | None = None):
@@ -187,11 +169,7 @@ def test_every_layout_gives_the_padded_loss_and_gradients(
     )
 
     def loss_grad_parts(batch):
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, batch)
-        loss.backward()
-        grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
-        return loss.item(), grad, last_metrics(trainer)
+        return (*loss_and_grad(trainer, batch), last_metrics(trainer))
 
     padded = collate_all(trainer)
     loss, grad, parts = loss_grad_parts(padded)
@@ -201,7 +179,7 @@ def test_every_layout_gives_the_padded_loss_and_gradients(
         assert is_packed(batch)
         packed_loss, packed_grad, packed_parts = loss_grad_parts(batch)
         assert packed_loss == pytest.approx(loss, rel=1e-5), name
-        assert ((packed_grad - grad).norm() / grad.norm()).item() < 1e-5, name
+        assert_same_gradient(packed_grad, grad, name)
         for part in [p for p in parts if p.startswith(("loss/", "ranking/", "dpo_pairs/", "lipo_lambda/"))]:
             assert packed_parts[part] == pytest.approx(parts[part], rel=1e-5, abs=1e-5), (name, part)
 

@@ -8,7 +8,14 @@ import os
 import pytest
 import torch
 from datasets import Dataset
-from tiny_models import cpu_test_config
+from tiny_models import (
+    completion_log_probs,
+    cpu_test_config,
+    hh_rankings,
+    loss_and_grad,
+    move_lora_away_from_zero,
+    sorted_ranking,
+)
 from transformers import AutoModelForCausalLM
 
 from trl_ranking import PROConfig, PROTrainer
@@ -31,30 +38,13 @@ def make_config(tmp_path, **overrides) -> PROConfig:
 
 def ranking_rows(hh_pairs, with_rewards: bool) -> list[dict]:
     """Rankings of 2, 4 and 3 real HH-RLHF responses (extra candidates borrowed from other rows)."""
-    rows = []
-    for i, n in enumerate([2, 4, 3]):
-        base = hh_pairs[10 + i]
-        extras = [hh_pairs[100 + 7 * i + j]["rejected"] for j in range(n - 2)]
-        row = {"prompt": base["prompt"], "completions": [base["chosen"], base["rejected"], *extras]}
-        if with_rewards:
-            # Given out of order on purpose: the trainer sorts by descending reward
-            row["rewards"] = [float(r) for r in [0.5, 2.0, -1.0, 1.0][:n]]
-        rows.append(row)
-    return rows
+    return hh_rankings(hh_pairs, 10, 100, [[0.5, 2.0, -1.0, 1.0]] * 3 if with_rewards else None)
 
 
 def independent_row_logps(model, tokenizer, prompt: str, completion: str) -> tuple[float, float]:
     """Mean and summed log-prob of `completion + EOS` after the (left-truncated) prompt, with a plain forward."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    completion_ids = tokenizer(prompt + completion + tokenizer.eos_token)["input_ids"][len(prompt_ids) :]
-    prompt_ids = prompt_ids[-MAX_PROMPT_LENGTH:]
-    ids = (prompt_ids + completion_ids)[:MAX_LENGTH]
-    n_completion = len(ids) - len(prompt_ids)
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-    logps = torch.log_softmax(logits[:-1], dim=-1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
-    completion_logps = logps[-n_completion:]
-    return completion_logps.mean().item(), completion_logps.sum().item()
+    logps = completion_log_probs(model, tokenizer, prompt, completion, MAX_PROMPT_LENGTH, MAX_LENGTH)
+    return logps.mean().item(), logps.sum().item()
 
 
 def naive_pro_loss(scores, rewards, sft_nll, sft_weight=0.05, dynamic=True, first_only=False, eps=1e-10):
@@ -71,13 +61,6 @@ def naive_pro_loss(scores, rewards, sft_nll, sft_weight=0.05, dynamic=True, firs
             total += math.log(denominator) - s[k] * wk
         total += sft_weight * (n - 1) ** 2 * nll
     return total / len(scores)
-
-
-def sorted_ranking(row):
-    if "rewards" not in row:
-        return row["completions"], None
-    order = sorted(range(len(row["rewards"])), key=lambda i: -row["rewards"][i])
-    return [row["completions"][i] for i in order], [row["rewards"][i] for i in order]
 
 
 def collate_all(trainer, dataset):
@@ -132,17 +115,10 @@ def test_padding_does_not_change_loss_or_gradients(tmp_path, tiny_model_path, to
     batch = collate_all(trainer, trainer.train_dataset)
     assert (batch["attention_mask"] == 0).any()
 
-    def loss_and_grad(batch):
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, batch)
-        loss.backward()
-        grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
-        return loss.item(), grad
-
-    loss, grad = loss_and_grad(batch)
+    loss, grad = loss_and_grad(trainer, batch)
     noisy = dict(batch)
     noisy["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 1234)
-    noisy_loss, noisy_grad = loss_and_grad(noisy)
+    noisy_loss, noisy_grad = loss_and_grad(trainer, noisy)
     assert noisy_loss == pytest.approx(loss, rel=1e-6)
     torch.testing.assert_close(noisy_grad, grad, rtol=1e-5, atol=1e-7)
 
@@ -328,10 +304,7 @@ def test_lora_reference_is_the_adapter_switched_off(tmp_path, tiny_model_path, t
     )
     assert trainer.ref_model is None
     # Move the adapter away from zero: the policy now differs from the base model, the reference does not
-    with torch.no_grad():
-        for name, param in trainer.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+    move_lora_away_from_zero(trainer.model)
     batch = collate_all(trainer, trainer.train_dataset)
     with torch.no_grad():
         ref = trainer.compute_ref_log_probs(trainer.model, batch)

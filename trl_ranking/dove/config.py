@@ -4,12 +4,12 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..config_utils import check_max_prompt_length
+from ..config_utils import PackedLayoutConfigMixin, check_max_prompt_length
 from ..validation import check_finite_floats
 
 
 @dataclass
-class DOVEConfig(DPOConfig):
+class DOVEConfig(PackedLayoutConfigMixin, DPOConfig):
     r"""
     Configuration class for the [`DOVETrainer`]: joint preference optimization over instruction-response pairs (Bansal
     et al., 2024, "Comparing Bad Apples to Good Oranges", [arXiv 2404.00530](https://huggingface.co/papers/2404.00530)).
@@ -50,7 +50,7 @@ class DOVEConfig(DPOConfig):
             metrics see exactly what they see with padded rows: `logps/*` still include a shared instruction once
             per side. Exact with eager, SDPA and flex attention. `None` (the default) turns it on wherever it is
             exact and off otherwise (flash attention, prompt-learning PEFT, models with recurrent or linear-attention
-            layers or without `position_ids`, MoE models with the router auxiliary loss, a custom data collator);
+            layers or without `position_ids`, MoE models with the router auxiliary loss);
             `True` asks for it and falls back to the padded layout with a warning where it is not exact; `False`
             keeps TRL's padded layout.
         padding_free (`bool`, *optional*, defaults to `False`):
@@ -59,6 +59,11 @@ class DOVEConfig(DPOConfig):
             implemented here. Exact with eager, SDPA and flex attention, and with flash attention without prefix
             sharing. Fastest with flex attention, whose kernels skip the masked blocks; eager and SDPA attend over the
             whole packed row, so their attention cost grows with the square of the batch's total length.
+
+            Both layout fields are options of the default collator. With a `data_collator` passed to the trainer the
+            batches keep the layout that collator gives them (padded, or packed if it packs them), the trainer's
+            `prefix_sharing`/`padding_free` attributes report that collator's flags, and setting either field here
+            only warns. `PROConfig` behaves the same.
 
         > Parameters that control what happens on a non-finite step
 
@@ -93,22 +98,6 @@ class DOVEConfig(DPOConfig):
         metadata={"help": "If set, instructions longer than this many tokens are truncated from the left."},
     )
 
-    prefix_sharing: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Process the common start of a pair's two rows (a shared prompt) once, with a tree attention mask. "
-            "None (default): on wherever exact (eager, SDPA, flex attention), else off. True: on, falling back to the "
-            "padded layout with a warning where not exact. False: TRL's padded layout."
-        },
-    )
-    padding_free: bool = field(
-        default=False,
-        metadata={
-            "help": "Pack all sequences of a batch into one row with no padding (block-diagonal mask). Exact with "
-            "eager, SDPA and flex attention (fastest: it skips masked blocks), and with flash attention without "
-            "prefix sharing."
-        },
-    )
     skip_nonfinite_steps: bool = field(
         default=False,
         metadata={

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import textwrap
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ from trl.data_utils import extract_prompt
 from trl.trainer.utils import global_then_local_main_first
 
 from ..collators import DataCollatorForJointPreference
-from ..packing import choose_layout, packed_token_log_probs, scatter_to_padded
+from ..scoring import dpo_fused_outputs
 from ..tokenization import (
     chat_template_kwargs_of,
     is_conversational_value,
@@ -33,6 +32,8 @@ from ..tokenization import (
 )
 from ..trainer_utils import (
     DPOTrainerFixesMixin,
+    PackedLayoutMixin,
+    log_truncated_prompts,
     overridden_config,
     reference_batches,
     resolve_tokenizer,
@@ -138,21 +139,23 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
     return JointPair(chosen_prompt, chosen, rejected_prompt, rejected, *prompt_fields)
 
 
-class _OutputRecorder:
-    """Callable stand-in for the policy model that records the outputs of its first call (the fused forward)."""
+def _tokenize_sides(processing_class, pair: JointPair, eos_token: str, template_kwargs: dict[str, Any]):
+    """`(chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids)` of a pair, each side templated on its own.
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-        self.outputs = None
-
-    def __call__(self, *args, **kwargs):
-        outputs = self.model(*args, **kwargs)
-        if self.outputs is None:
-            self.outputs = outputs
-        return outputs
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
+    One shared prompt is tokenized once for both sides, exactly as `DPOTrainer` does (same prompt cut).
+    """
+    if pair.chosen_prompt == pair.rejected_prompt:
+        prompt_ids, (chosen_ids, rejected_ids) = tokenize_prompt_completions(
+            processing_class, pair.chosen_prompt, [pair.chosen, pair.rejected], eos_token=eos_token, **template_kwargs
+        )
+        return prompt_ids, chosen_ids, prompt_ids, rejected_ids
+    chosen_prompt_ids, (chosen_ids,) = tokenize_prompt_completions(
+        processing_class, pair.chosen_prompt, [pair.chosen], eos_token=eos_token, **template_kwargs
+    )
+    rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
+        processing_class, pair.rejected_prompt, [pair.rejected], eos_token=eos_token, **template_kwargs
+    )
+    return chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids
 
 
 def _pop_layout(inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
@@ -164,17 +167,21 @@ def _pop_layout(inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     return {key[len(prefix) :]: inputs.pop(key) for key in keys}
 
 
-class _PackedForward:
-    """Callable stand-in for a model that DPO's code calls with the padded rows: it runs the model on the packed rows of
-    the same batch instead, and returns the fused-head outputs re-laid-out as the padded forward's (`[2 * batch,
-    seq - 1]`, zero where nothing is scored; see `trl_ranking.packing.scatter_to_padded`). DPO's loss (every
-    `loss_type`, `ld_alpha`, `use_weighting`), its reference log-probs and its metrics then read exactly the values of
-    the padded layout, up to float rounding.
+class _ScoredModel:
+    """The model as DPO's loss and reference code call it, scored through `trl_ranking.scoring`.
+
+    DPO calls `model(**padded_inputs, labels=labels, fused_lm_head=True)` and reads per-token outputs of the padded
+    rows. This stand-in answers that call with `trl_ranking.scoring.dpo_fused_outputs`: the LM head on the scored
+    positions only, and the packed rows of the same batch when the batch has a packed `layout`, re-laid out as the
+    padded rows' outputs. So DPO's loss (every `loss_type`, `ld_alpha`, `use_weighting`), its reference log-probs and
+    its metrics read the padded layout's values, up to float rounding. The outputs of the first fused call (the policy
+    forward of `_compute_loss`) are kept for the DOVE metrics.
     """
 
-    def __init__(self, model: torch.nn.Module, layout: dict[str, torch.Tensor]):
+    def __init__(self, model: torch.nn.Module, layout: dict[str, torch.Tensor] | None = None):
         self.model = model
         self.layout = layout
+        self.outputs = None
 
     def __call__(
         self, input_ids=None, attention_mask=None, labels=None, fused_lm_head=False, use_cache=None, **kwargs
@@ -182,17 +189,17 @@ class _PackedForward:
         if not fused_lm_head:
             # DPO's `return_outputs=True` path recomputes the logits of the padded rows: run those rows as they are
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache, **kwargs)
-        # `labels` (the padded rows' tokens where `completion_mask` is 1) are the layout's `shift_labels`, laid out
-        packed = packed_token_log_probs(self.model, self.layout, **kwargs)
-        shape = (input_ids.shape[0], input_ids.shape[1] - 1)
-        layout = self.layout
-        return scatter_to_padded(packed.outputs, packed.position, layout["score_row"], layout["score_column"], shape)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        outputs = dpo_fused_outputs(self.model, inputs, labels, self.layout, **kwargs)
+        if self.outputs is None:
+            self.outputs = outputs
+        return outputs
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
 
 
-class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
+class DOVETrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for joint preference optimization (DOVE), from the paper [Comparing Bad Apples to Good Oranges: Aligning
     Large Language Models via Joint Preference Optimization](https://huggingface.co/papers/2404.00530) (Bansal et al.,
@@ -315,11 +322,10 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
 
         processing_class, tokenizer = resolve_tokenizer(model, processing_class, args)
         # The layout (prefix sharing, padding-free) is set on the default collator once the models are loaded
-        # (`_resolve_layout`); a collator passed in decides the layout itself
-        self._layout_collator = None
-        self._layout_resolved = False
+        # (`PackedLayoutMixin._resolve_layout`); a collator passed in decides the layout itself
+        default_collator = None
         if data_collator is None:
-            data_collator = DataCollatorForJointPreference(
+            data_collator = default_collator = DataCollatorForJointPreference(
                 pad_token_id=tokenizer.pad_token_id,
                 joint=args.joint,
                 max_length=args.max_length,
@@ -327,8 +333,7 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 return_instruction_info=True,
             )
-            self._layout_collator = data_collator
-        self._padding_free_requested = args.padding_free
+        self._init_layout(default_collator, args)
         # DOVE implements `padding_free`; DPOTrainer would switch it off with a warning
         with overridden_config(args, padding_free=False):
             super().__init__(
@@ -346,38 +351,6 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
                 peft_config=peft_config,
             )
         self._resolve_layout()
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # Layout. Replaces DPO's padded-only batches (its `padding_free` is disabled) with the packed layouts of
-    # `trl_ranking.packing` where they are exact.
-    # ------------------------------------------------------------------------------------------------------------------
-    def _resolve_layout(self) -> None:
-        """Choose prefix sharing / padding-free for the policy and the reference and set them on the default collator.
-
-        Called once the models exist: at the end of `__init__`, or earlier by the reference precompute, which runs
-        inside `DPOTrainer.__init__` (so the precomputed reference log-probs come from the training layout).
-        """
-        if self._layout_resolved:
-            return
-        self._layout_resolved = True
-        collator = self._layout_collator
-        if collator is None:
-            if self.args.prefix_sharing or self._padding_free_requested:
-                warnings.warn(
-                    "`prefix_sharing`/`padding_free` are options of the default collator; with a `data_collator` "
-                    "passed in, the batches keep the layout that collator gives them.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            self.prefix_sharing = bool(getattr(self.data_collator, "prefix_sharing", False))
-            self.padding_free = bool(getattr(self.data_collator, "padding_free", False))
-            return
-        models = [self.model] + ([self.ref_model] if self.ref_model is not None else [])
-        prefix_sharing, padding_free = choose_layout(
-            models, self.args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
-        )
-        collator.prefix_sharing = self.prefix_sharing = prefix_sharing
-        collator.padding_free = self.padding_free = padding_free
 
     # ------------------------------------------------------------------------------------------------------------------
     # Data. Replaces `DPOTrainer._prepare_dataset` (one shared prompt, rows whose prompt fills `max_length` silently
@@ -416,25 +389,13 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
 
         def tokenize_row(example: dict[str, Any], index: int, scoring: dict[str, Any]) -> dict[str, Any]:
             pair = to_joint_pair(example, index)
-            chosen_prompt, chosen, rejected_prompt, rejected = pair[:4]
-            template_kwargs = chat_template_kwargs_of(example)
-            # One shared prompt: tokenized once for both sides, exactly as `DPOTrainer` does (same prompt cut)
-            if chosen_prompt == rejected_prompt:
-                prompt_ids, (chosen_ids, rejected_ids) = tokenize_prompt_completions(
-                    processing_class, chosen_prompt, [chosen, rejected], eos_token=eos_token, **template_kwargs
-                )
-                chosen_prompt_ids = rejected_prompt_ids = prompt_ids
-            else:
-                chosen_prompt_ids, (chosen_ids,) = tokenize_prompt_completions(
-                    processing_class, chosen_prompt, [chosen], eos_token=eos_token, **template_kwargs
-                )
-                rejected_prompt_ids, (rejected_ids,) = tokenize_prompt_completions(
-                    processing_class, rejected_prompt, [rejected], eos_token=eos_token, **template_kwargs
-                )
+            chosen_prompt_ids, chosen_ids, rejected_prompt_ids, rejected_ids = _tokenize_sides(
+                processing_class, pair, eos_token, chat_template_kwargs_of(example)
+            )
             if add_bos:
-                if not is_conversational_value(chosen_prompt) and chosen_prompt_ids[:1] != [bos_id]:
+                if not is_conversational_value(pair.chosen_prompt) and chosen_prompt_ids[:1] != [bos_id]:
                     chosen_prompt_ids = [bos_id, *chosen_prompt_ids]
-                if not is_conversational_value(rejected_prompt) and rejected_prompt_ids[:1] != [bos_id]:
+                if not is_conversational_value(pair.rejected_prompt) and rejected_prompt_ids[:1] != [bos_id]:
                     rejected_prompt_ids = [bos_id, *rejected_prompt_ids]
             output: dict[str, Any] = {"prompt_truncated": 0}
             for side, prompt_field, prompt_ids, response_ids in (
@@ -481,40 +442,38 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
         with global_then_local_main_first():
             dataset = dataset.map(tokenize_row, **map_kwargs)
         if isinstance(dataset, Dataset):
-            num_truncated = sum(dataset["prompt_truncated"])
-            if num_truncated:
-                logger.warning(
-                    "%d instructions of the %s dataset (%d pairs) were left-truncated to `max_prompt_length=%d` tokens.",
-                    num_truncated,
-                    dataset_name,
-                    len(dataset),
-                    max_prompt_length,
-                )
-            num_cut = sum(dataset["response_truncated"])
-            if num_cut:
-                lost = (
-                    "the end of the response and its EOS token are"
-                    if args.truncation_mode == "keep_start"
-                    else "the start of the instruction is"
-                )
-                logger.warning(
-                    "%d of %d sides (instruction + response) of the %s dataset are longer than `max_length=%d` tokens "
-                    "and are cut by the collator: %s not trained. Raise `max_length` or set `max_prompt_length`.",
-                    num_cut,
-                    2 * len(dataset),
-                    dataset_name,
-                    max_length,
-                    lost,
-                )
-            num_identical = sum(dataset["identical_sides"])
-            if num_identical:
-                logger.warning(
-                    "%d of %d pairs of the %s dataset have identical chosen and rejected sides: they give no gradient.",
-                    num_identical,
-                    len(dataset),
-                    dataset_name,
-                )
+            self._log_dataset_counts(dataset, dataset_name, args)
         return dataset
+
+    def _log_dataset_counts(self, dataset: Dataset, dataset_name: str, args: DOVEConfig) -> None:
+        """Log what `_prepare_dataset` counted: truncated instructions, sides cut at `max_length`, identical pairs."""
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        num_truncated = sum(dataset["prompt_truncated"])
+        log_truncated_prompts(num_truncated, 2 * len(dataset), dataset_name, max_prompt_length, "instructions")
+        num_cut = sum(dataset["response_truncated"])
+        if num_cut:
+            lost = (
+                "the end of the response and its EOS token are"
+                if args.truncation_mode == "keep_start"
+                else "the start of the instruction is"
+            )
+            logger.warning(
+                "%d of %d sides (instruction + response) of the %s dataset are longer than `max_length=%d` tokens "
+                "and are cut by the collator: %s not trained. Raise `max_length` or set `max_prompt_length`.",
+                num_cut,
+                2 * len(dataset),
+                dataset_name,
+                max_length,
+                lost,
+            )
+        num_identical = sum(dataset["identical_sides"])
+        if num_identical:
+            logger.warning(
+                "%d of %d pairs of the %s dataset have identical chosen and rejected sides: they give no gradient.",
+                num_identical,
+                len(dataset),
+                dataset_name,
+            )
 
     def _set_signature_columns_if_needed(self):
         # Replaces DPO's `prompt_ids`/`chosen_ids`/`rejected_ids` with the per-side prompt columns
@@ -522,9 +481,10 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
             self._signature_columns = list(_PREPARED_COLUMNS)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Reference and loss: DPO's, unchanged. The overrides take the DOVE metric keys and the packed layout out of the
-    # batch (DPO passes every key it does not know to the model), hand DPO's code a `_PackedForward` stand-in for the
-    # model when the batch is packed, and log the DOVE metrics from the policy forward DPO already runs.
+    # Reference and loss: DPO's, unchanged. One route for both layouts: the overrides take the DOVE metric keys and the
+    # packed layout out of the batch (DPO passes every key it does not know to the model), hand DPO's code the model as
+    # a `_ScoredModel` (scored through `trl_ranking.scoring`), and log the DOVE metrics from the policy forward DPO
+    # already runs.
     # ------------------------------------------------------------------------------------------------------------------
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         self._resolve_layout()  # runs inside `DPOTrainer.__init__`: the reference forwards use the training layout
@@ -541,49 +501,44 @@ class DOVETrainer(DPOTrainerFixesMixin, DPOTrainer):
 
     def compute_ref_log_probs(self, model, inputs):
         # Replaces nothing of DPO's computation: removes the metric keys that DPO would forward to the model, and runs
-        # a packed batch's rows through `_PackedForward` (DPO then sums the log-probs it returns, as for padded rows)
+        # the batch's rows (packed, when the batch has a layout) through `_ScoredModel`; DPO then sums the per-token
+        # log-probs it returns as for padded rows
         inputs = {key: value for key, value in inputs.items() if key not in _INSTRUCTION_INFO_KEYS}
         layout = _pop_layout(inputs)
-        if layout is not None:
-            model = _PackedForward(model, layout)
-        return super().compute_ref_log_probs(model, inputs)
+        return super().compute_ref_log_probs(_ScoredModel(model, layout), inputs)
 
     def _compute_loss(self, model, inputs, return_outputs):
-        # DPO's `_compute_loss` on the collated joint batch, plus the DOVE metrics. The policy outputs are captured
-        # by a callable stand-in for `model` (DPO calls it once for the policy; the reference forward goes through
-        # `self.model`/`self.ref_model`), so the metrics need no second forward.
+        # DPO's `_compute_loss` on the collated joint batch, plus the DOVE metrics.
         inputs = dict(inputs)
         prompt_mask = inputs.pop("prompt_mask", None)
         different_instruction = inputs.pop("different_instruction", None)
         layout = _pop_layout(inputs)
-        recorder = _OutputRecorder(model if layout is None else _PackedForward(model, layout))
-        if layout is None or self.precompute_ref_logps:
-            result = super()._compute_loss(recorder, inputs, return_outputs)
-        else:
-            # DPO's `_compute_loss` runs the reference inline, on `self.ref_model` (or `self.model` with the adapter
-            # off) and the padded rows, which no stand-in reaches. So the same reference forward runs first on the
-            # packed rows, through DPO's `compute_ref_log_probs` (same model choice, adapter switch, no-grad,
-            # `ld_alpha`), and DPO's precomputed-reference branch takes the values for the duration of the call.
-            reference = _PackedForward(self.ref_model if self.ref_model is not None else self.model, layout)
-            ref_chosen, ref_rejected = super().compute_ref_log_probs(reference, inputs)
-            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = ref_chosen, ref_rejected
-            self.precompute_ref_logps = True
-            try:
-                result = super()._compute_loss(recorder, inputs, return_outputs)
-            finally:
-                self.precompute_ref_logps = False
+        if not self.precompute_ref_logps:
+            # DPO's inline reference forward calls `self.ref_model` (or `self.model` with the adapter off) on the padded
+            # rows, which no stand-in passed to `_compute_loss` reaches. The same forward runs here instead, through
+            # DPO's `compute_ref_log_probs` (same model choice, adapter switch, no-grad, `ld_alpha`) on the batch's
+            # layout, and DPO's loss takes it from the batch as it takes precomputed values.
+            ref_model = self.ref_model if self.ref_model is not None else self.model
+            reference = super().compute_ref_log_probs(_ScoredModel(ref_model, layout), inputs)
+            inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = reference
+        policy = _ScoredModel(model, layout)
+        with overridden_config(self, precompute_ref_logps=True):  # the reference values are in the batch
+            result = super()._compute_loss(policy, inputs, return_outputs)
+        self._log_joint_metrics(policy.outputs, prompt_mask, different_instruction)
+        return result
 
+    def _log_joint_metrics(self, outputs, prompt_mask, different_instruction) -> None:
+        """Log `joint/different_instructions` and, with `joint=True`, the policy's `log p(I)` term of each side."""
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
         if different_instruction is not None:
             different = self.accelerator.gather_for_metrics(different_instruction.float())
             metrics["joint/different_instructions"].append(different.mean().item())
-        if prompt_mask is not None and self.args.joint and recorder.outputs is not None:
+        if prompt_mask is not None and self.args.joint and outputs is not None:
             # With `joint=True` the instruction tokens are labelled, so their log-probabilities are in the outputs
             shift_prompt_mask = prompt_mask[:, 1:]
-            per_token = recorder.outputs.log_probs[:, -shift_prompt_mask.size(1) :].detach()
+            per_token = outputs.log_probs[:, -shift_prompt_mask.size(1) :].detach()
             instruction_logps = (per_token * shift_prompt_mask).sum(dim=1)
             chosen, rejected = self.accelerator.gather_for_metrics(instruction_logps.chunk(2, dim=0))
             metrics["joint/logps_chosen_instruction"].append(chosen.mean().item())
             metrics["joint/logps_rejected_instruction"].append(rejected.mean().item())
-        return result

@@ -1,68 +1,10 @@
 """Self-bootstrapping PRO: the paper's Algorithm 1 (arXiv 2306.17492, section 3.2 and footnote 6) in one training run.
 
-Algorithm 1 splits the data into K chunks and, before training on chunk i, samples a response per prompt from the
-current policy, adds it to the candidates, scores every candidate with a reward model and re-ranks; the sampled
-response may never take the top position. `PROConfig(self_bootstrap=True)` with `PROTrainer(..., reward_model=...)`
-does this inside ONE `Trainer` run: the optimizer, the learning-rate schedule, logging and checkpoints continue across
-chunks.
-
-How the run is laid out (exact: each chunk is sampled with the policy as it is when that chunk starts):
-
-- Chunks: the training rows are split, in dataset order, into `bootstrap_chunks` contiguous parts of (almost) equal
-  size. The train dataloader does not yield tokenized rows but keys `round * num_rows + index` from a
-  [`ChunkSampler`], which walks the chunks in order and shuffles the rows within each chunk (seeded with
-  `data_seed`/`seed` and the epoch; `train_sampling_strategy="sequential"` keeps the dataset order).
-  `bootstrap_passes_per_chunk` repeats each chunk that many times (reshuffled) before the next one starts: the
-  paper's `PRO(pi, D_i)` run for several epochs on one chunk. A "round" is one chunk of one epoch. Algorithm 1
-  samples each chunk once: with `num_train_epochs > 1` every chunk is sampled in the first epoch only, and the later
-  epochs train on the same augmented rankings (kept in memory and in the checkpoints). With
-  `bootstrap_resample_each_epoch=True` each epoch samples every chunk again from the then-current policy (samples
-  never accumulate: a round always starts from the original candidates). For the paper's exact schedule (all the
-  epochs of chunk i before chunk i + 1 is sampled) use `bootstrap_passes_per_chunk` with `num_train_epochs=1`.
-- Augmentation is lazy and happens in `training_step`, not in the dataloader: accelerate prefetches one batch ahead,
-  so augmenting inside the dataset would sample one optimizer step too early. The first micro-batch that holds a row
-  of round r triggers the augmentation of round r with the policy as it is then (every earlier optimizer step done,
-  no later one), after which the real batch is tokenized and collated with the trainer's normal collator. Several
-  processes agree on when a round starts with one tiny all-gather per micro-batch (the min and max round of each
-  process's batch), so a global batch that straddles two chunks triggers the new round on every process at once.
-- Generation reuses `trl_ranking.evaluation.generate_responses` on the unwrapped policy
-  (`trl.models.utils.unwrap_model_for_generation`: the LoRA adapter active, gradient checkpointing off while
-  generating, ZeRO-3 parameters gathered), under `torch.no_grad()`, in eval mode and with the training mode restored
-  afterwards; sampling with `bootstrap_temperature`/`bootstrap_top_p`/`bootstrap_top_k` (`top_k=0` by default, so
-  that `top_p=1.0` is plain sampling, not `generate`'s default top-50), `bootstrap_num_samples` responses per prompt,
-  prompts left-truncated to `max_prompt_length`, at most `bootstrap_max_new_tokens` new tokens. Each process samples
-  for its own share of the chunk (rows `index % world_size == rank`) and scores its rows; the augmented rows are then
-  gathered with `accelerate.utils.gather_object`, keyed by their dataset index, so every process holds the whole
-  chunk and every ranking stays with its prompt. Empty samples (the policy ended at once) are dropped and counted.
-- Re-ranking (footnote 6), [`rerank_keeping_top`]: every candidate, original or sampled, is scored by the reward
-  model (the dataset's own rewards, if any, only decide which original candidate is on top, as in training without
-  bootstrapping). The original top candidate stays first; the others (original and sampled) follow in descending
-  reward order (stable: on ties originals keep their order and come before samples). The rewards become the reward
-  model's scores in that order, except the top's, which is raised to the best other reward when a sample or an
-  original candidate outscored it: `r_1 = max(r_1, r_2)`. This is the smallest change that keeps the rewards
-  descending, which the dynamic temperature (Eqs. 9-11) needs: with `r_1 < r_2` the weight `r_1 - r_2` would be
-  negative and stage 1 would reward the second candidate for being more likely than the top. A raised top ties with
-  the second candidate, so that candidate gets weight 0 (a constant term) in stage 1: the reward model saw no margin
-  between them, and none is invented; every other weight is the reward model's own difference.
-  `bootstrap_rerank="sort_rewards"` takes the footnote's other reading: the same order, the reward values sorted and
-  reassigned by position.
-- Resuming: every checkpoint folder gets `bootstrap_state.json` with the augmented rows of the rounds still in use and
-  the per-round history. Resuming from a checkpoint in the middle of chunk i reuses those rows instead of sampling
-  again; later chunks are sampled when reached, with the same random state as an uninterrupted run (the trainer
-  restores it before the first resumed step). A checkpoint without the file samples its current chunk again, with a
-  warning.
-- Logged (once per round, in the next log line): `bootstrap/chunk`, `bootstrap/sample_reward` (mean reward of the
-  sampled responses: the bootstrapping curve), `bootstrap/top_reward` (mean reward of the original top candidates,
-  before the footnote-6 rule), `bootstrap/sample_first_rate` (share of rankings in which a sample outscored the
-  original top and would have ranked first without the rule), `bootstrap/empty_sample_rate`,
-  `bootstrap/generation_seconds` and `bootstrap/reward_seconds` (slowest process); at every log,
-  `bootstrap/generation_share` and `bootstrap/overhead_share`: the share of the current round's `training_step` time
-  spent generating, and spent on everything bootstrapping adds (generation, scoring, gathering, tokenizing).
-  `trainer.bootstrapper.history` keeps one record per round (also saved in each checkpoint).
-
-Not supported: an `IterableDataset` (chunks need the length and random access), FSDP (sharded generation would need
-every process to run the same number of forward passes), `precompute_ref_log_probs` (the sampled candidates have no
-precomputed reference), `train_sampling_strategy` other than `"random"`/`"sequential"`.
+Before training on each of `bootstrap_chunks` chunks, responses sampled from the current policy join the chunk's
+rankings, which a reward model re-ranks with the original top candidate kept first (footnote 6). `PROTrainer` drives a
+`SelfBootstrapper` through four hooks (train dataloader, training step, start of training, checkpoint). The design
+(chunks and sampler, lazy augmentation in `training_step`, generation, re-ranking rules, resuming, logged metrics,
+what is not supported) is in `docs/bootstrap.md`.
 """
 
 from __future__ import annotations
@@ -74,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from accelerate.utils import gather_object
@@ -82,6 +24,7 @@ from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import DPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from ..data.ranking import is_messages
@@ -89,10 +32,7 @@ from ..evaluation.generation import generate_responses
 from ..rewards import RewardModelScorer
 from ..trainer_utils import keep_4bit_training_layout
 from ..validation import REWARD_DTYPE
-
-
-if TYPE_CHECKING:
-    from .trainer import PROTrainer
+from .rows import dataset_has_rewards, to_ranking
 
 
 logger = logging.getLogger(__name__)
@@ -164,7 +104,7 @@ def rerank_keeping_top(
     The top candidate stays first; the others follow in descending reward order (a stable sort: ties keep their input
     order). With `rule="raise_top"` (the default) the rewards keep the reward model's values in that order, except
     the top's, raised to the best other reward when that one is higher (`r_1 = max(r_1, r_2)`), so that the rewards
-    stay descending as the dynamic temperature needs (see the module docstring for why this rule). With
+    stay descending as the dynamic temperature needs (`docs/bootstrap.md` says why this rule). With
     `rule="sort_rewards"` (footnote 6's other reading) the reward values are sorted in descending order and assigned
     by position: the top gets the highest value, the second the next, and so on.
 
@@ -307,7 +247,7 @@ class _Round:
 # The machinery PROTrainer drives
 # ----------------------------------------------------------------------------------------------------------------------
 class SelfBootstrapper:
-    """Runs Algorithm 1 of the PRO paper inside a [`PROTrainer`] run (see the module docstring for the design).
+    """Runs Algorithm 1 of the PRO paper inside a [`PROTrainer`] run (the design is in `docs/bootstrap.md`).
 
     The trainer hands over four hooks: `train_dataloader` (its `get_train_dataloader`), `training_step`, `start`
     (called by `train` with `resume_from_checkpoint`) and `save_checkpoint` (called by `_save_checkpoint`).
@@ -319,7 +259,7 @@ class SelfBootstrapper:
         reward_processing_class: The reward model's tokenizer, for a model instance.
     """
 
-    def __init__(self, trainer: PROTrainer, raw_dataset: Dataset, reward_model: Any, reward_processing_class=None):
+    def __init__(self, trainer: DPOTrainer, raw_dataset: Dataset, reward_model: Any, reward_processing_class=None):
         args = trainer.args
         if isinstance(raw_dataset, IterableDataset) or not isinstance(raw_dataset, Dataset):
             raise ValueError(
@@ -347,8 +287,6 @@ class SelfBootstrapper:
         self.num_chunks = args.bootstrap_chunks
         self.passes_per_chunk = args.bootstrap_passes_per_chunk
         self.bounds = chunk_bounds(self.num_rows, self.num_chunks)
-        from .trainer import dataset_has_rewards
-
         # Same rule as `PROTrainer._prepare_dataset`: the dataset's rewards (all rows or none) decide which original
         # candidate is on top
         self.with_rewards = dataset_has_rewards(raw_dataset, raw_dataset[0], "train")
@@ -436,8 +374,6 @@ class SelfBootstrapper:
 
     # -- one round of Algorithm 1 --------------------------------------------------------------------------------------
     def _view(self, index: int) -> tuple[Any, list[Any], dict[str, Any]]:
-        from .trainer import to_ranking
-
         example = self.raw_dataset[index]
         prompt, completions, _ = to_ranking(example, index, self.with_rewards)
         extras = {key: example[key] for key in ("tools", "chat_template_kwargs") if example.get(key) is not None}
@@ -488,8 +424,8 @@ class SelfBootstrapper:
         return scores
 
     def _augment(self, model, round_id: int) -> None:
-        trainer, args = self.trainer, self.trainer.args
-        accelerator = trainer.accelerator
+        """One round of Algorithm 1: sample, re-rank, gather (every process holds the whole chunk), record."""
+        args = self.trainer.args
         epoch, chunk = divmod(round_id, self.num_chunks)
         if not args.bootstrap_resample_each_epoch and chunk in self._sampled:
             # Algorithm 1 samples each chunk once: a later epoch trains on the rankings of the first
@@ -498,40 +434,54 @@ class SelfBootstrapper:
                 "Bootstrap round %d (epoch %d, chunk %d): reusing the chunk's first samples", round_id, epoch, chunk
             )
             return
-        start, end = self.bounds[chunk]
         began = time.perf_counter()
+        mine, views, candidates, num_empty = self._sample(model, chunk)
+        generated = time.perf_counter()
+        local_rows = self._rerank(mine, views, candidates, chunk)
+        scored = time.perf_counter()
+        timings = {"generation_seconds": generated - began, "reward_seconds": scored - generated}
+        rows, payload = self._gather(chunk, local_rows, num_empty, timings)
+        stats = [row.pop("_stats") for row in rows]
+        self._rounds[round_id] = self._build_round(round_id, rows)
+        if not args.bootstrap_resample_each_epoch:
+            self._sampled[chunk] = rows
+        self._record(round_id, rows, stats, payload, began)
+
+    def _sample(self, model, chunk: int):
+        """This process's rows of `chunk` (`index % world_size == rank`), their text, and each row's candidates:
+        `(indices, views, [(candidates, is_sample flags)], number of empty samples dropped)`."""
+        accelerator = self.trainer.accelerator
+        start, end = self.bounds[chunk]
         world, rank = accelerator.num_processes, accelerator.process_index
         mine = [index for index in range(start, end) if index % world == rank]
         views = [self._view(index) for index in mine]
-        num_samples = args.bootstrap_num_samples
+        num_samples = self.trainer.args.bootstrap_num_samples
         responses = self._generate(model, [prompt for prompt, _, _ in views]) if views else []
-        generated = time.perf_counter()
-
-        prompts, completions, owners, candidates = [], [], [], []
-        num_empty = 0
-        for position, (index, (prompt, originals, _)) in enumerate(zip(mine, views)):
-            samples = [
-                text for text in responses[position * num_samples : (position + 1) * num_samples] if text.strip()
-            ]
+        candidates, num_empty = [], 0
+        for position, (prompt, originals, _) in enumerate(views):
+            drawn = responses[position * num_samples : (position + 1) * num_samples]
+            samples = [text for text in drawn if text.strip()]
             num_empty += num_samples - len(samples)
             if is_messages(prompt):
                 samples = [[{"role": "assistant", "content": text}] for text in samples]
-            row_candidates = [*originals, *samples]
-            flags = [False] * len(originals) + [True] * len(samples)
-            candidates.append((row_candidates, flags))
+            candidates.append(([*originals, *samples], [False] * len(originals) + [True] * len(samples)))
+        return mine, views, candidates, num_empty
+
+    def _rerank(self, mine: list[int], views: list, candidates: list, chunk: int) -> list[dict[str, Any]]:
+        """Score every candidate with the reward model and re-rank each row (footnote 6, `rerank_keeping_top`)."""
+        prompts, completions, owners = [], [], []
+        for index, (prompt, _, _), (row_candidates, flags) in zip(mine, views, candidates):
             for j, (candidate, flag) in enumerate(zip(row_candidates, flags)):
                 prompts.append(prompt)
                 completions.append(candidate)
                 owners.append((index, j, flag))
         scores = self._score(prompts, completions, owners, chunk) if completions else []
-        scored = time.perf_counter()
-
         local_rows, offset = [], 0
         for index, (prompt, _, extras), (row_candidates, flags) in zip(mine, views, candidates):
             rewards = scores[offset : offset + len(row_candidates)]
             offset += len(row_candidates)
             ranked, ranked_rewards, ranked_flags, sample_would_lead = rerank_keeping_top(
-                row_candidates, rewards, flags, rule=args.bootstrap_rerank
+                row_candidates, rewards, flags, rule=self.trainer.args.bootstrap_rerank
             )
             local_rows.append(
                 {
@@ -549,26 +499,26 @@ class SelfBootstrapper:
                     },
                 }
             )
-        payload = [
-            {
-                "rows": local_rows,
-                "num_empty": num_empty,
-                "generation_seconds": generated - began,
-                "reward_seconds": scored - generated,
-            }
-        ]
+        return local_rows
+
+    def _gather(self, chunk: int, local_rows: list, num_empty: int, timings: dict[str, float]):
+        """The re-ranked rows of every process, in dataset order, and each process's counts and timings."""
+        accelerator = self.trainer.accelerator
+        payload = [{"rows": local_rows, "num_empty": num_empty, **timings}]
         if accelerator.num_processes > 1:
             payload = gather_object(payload)
         rows = sorted((row for part in payload for row in part["rows"]), key=lambda row: row["index"])
+        start, end = self.bounds[chunk]
         if [row["index"] for row in rows] != list(range(start, end)):
             raise RuntimeError(f"bootstrap chunk {chunk}: the gathered rows do not cover rows {start}-{end - 1}")
-        stats = [row.pop("_stats") for row in rows]
-        self._rounds[round_id] = self._build_round(round_id, rows)
-        if not args.bootstrap_resample_each_epoch:
-            self._sampled[chunk] = rows
+        return rows, payload
 
+    def _record(self, round_id: int, rows: list, stats: list, payload: list, began: float) -> None:
+        """Append the round's record to `history`, its `bootstrap/*` metrics to the next log, and log a line."""
+        trainer = self.trainer
+        epoch, chunk = divmod(round_id, self.num_chunks)
         sample_rewards = [r for s in stats for r in s["sample_rewards"]]
-        num_drawn = len(rows) * num_samples
+        num_drawn = len(rows) * trainer.args.bootstrap_num_samples
         record = {
             "round": round_id,
             "epoch": epoch,
@@ -576,7 +526,7 @@ class SelfBootstrapper:
             "global_step": trainer.state.global_step,
             "num_rows": len(rows),
             "num_samples": len(sample_rewards),
-            "sample_reward": sum(sample_rewards) / len(sample_rewards) if sample_rewards else None,
+            "sample_reward": _mean(sample_rewards),
             "top_reward": sum(s["top_reward"] for s in stats) / len(stats),
             "original_reward": _mean([r for s in stats for r in s["original_rewards"]]),
             "sample_first_rate": sum(s["sample_would_lead"] for s in stats) / len(stats),

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..config_utils import check_max_prompt_length
+from ..config_utils import PackedLayoutConfigMixin, check_max_prompt_length
 from ..losses import PAIR_SELECTIONS
 from ..validation import check_finite_floats
 
@@ -16,7 +16,7 @@ REFERENCE_LOSSES = ("listmle", "lipo_lambda", "dpo_pairs")
 
 
 @dataclass
-class PROConfig(DPOConfig):
+class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     r"""
     Configuration class for the [`PROTrainer`]: Preference Ranking Optimization (Song et al., 2023,
     [arXiv 2306.17492](https://huggingface.co/papers/2306.17492)).
@@ -89,7 +89,7 @@ class PROConfig(DPOConfig):
             the prompt and its own earlier tokens only (see `trl_ranking.packing`). Exact with eager, SDPA and flex
             attention. `None` (the default) turns it on wherever it is exact and off otherwise (flash attention,
             prompt-learning PEFT, models with recurrent or linear-attention layers or without `position_ids`, MoE
-            models with the router auxiliary loss, a custom data collator); `True` asks for it and falls back to the
+            models with the router auxiliary loss); `True` asks for it and falls back to the
             padded layout with a warning where it is not exact; `False` keeps TRL's padded layout.
         padding_free (`bool`, *optional*, defaults to `False`):
             Pack all the rankings of a batch into one row with no padding (a block-diagonal attention mask between
@@ -97,6 +97,11 @@ class PROConfig(DPOConfig):
             flash attention without prefix sharing. Fastest with flex attention, whose kernels skip the masked blocks;
             eager and SDPA attend over the whole packed row, so their attention cost grows with the square of the
             batch's total length.
+
+            Both layout fields are options of the default collator. With a `data_collator` passed to the trainer the
+            batches keep the layout that collator gives them (padded, or packed if it packs them), the trainer's
+            `prefix_sharing`/`padding_free` attributes report that collator's flags, and setting either field here
+            only warns. `DOVEConfig` behaves the same.
 
         > Parameters that control self-bootstrapping (the paper's Algorithm 1; needs `PROTrainer(reward_model=...)`)
 
@@ -206,22 +211,6 @@ class PROConfig(DPOConfig):
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "If set, prompts longer than this many tokens are truncated from the left."},
-    )
-    prefix_sharing: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Process each prompt once: one row `[prompt][cand 1]...[cand n]` per ranking with a tree attention "
-            "mask. None (default): on wherever exact (eager, SDPA, flex attention), else off. True: on, falling back "
-            "to the padded layout with a warning where not exact. False: TRL's padded layout."
-        },
-    )
-    padding_free: bool = field(
-        default=False,
-        metadata={
-            "help": "Pack all rankings of a batch into one row with no padding (block-diagonal mask). Exact with eager, "
-            "SDPA and flex attention (fastest: it skips masked blocks), and with flash attention without prefix "
-            "sharing."
-        },
     )
     self_bootstrap: bool = field(
         default=False,

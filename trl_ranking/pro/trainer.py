@@ -43,32 +43,28 @@ from ..losses import (
     slic_loss,
     top1_accuracy,
 )
-from ..packing import (
-    PackedTokenLogProbs,
-    choose_layout,
-    is_packed,
-    packed_attention_mask,
-    packed_token_log_probs,
-)
-from ..scoring import TokenLogProbs, rows_to_rankings, token_log_probs
+from ..packing import is_packed
+from ..scoring import TokenLogProbs, batch_token_log_probs, packed_inputs, rows_to_rankings
 from ..tokenization import (
     chat_template_kwargs_of,
-    is_empty_text,
     leading_special_ids,
     left_truncate_prompt,
     tokenize_prompt_completions,
 )
 from ..trainer_utils import (
     DPOTrainerFixesMixin,
+    PackedLayoutMixin,
+    log_truncated_prompts,
     overridden_config,
     reference_batches,
     resolve_resume_checkpoint,
     resolve_tokenizer,
     trainer_config,
 )
-from ..validation import check_rewards, check_text, first_row
+from ..validation import first_row
 from .bootstrap import SelfBootstrapper
 from .config import PROConfig
+from .rows import dataset_has_rewards, to_ranking
 
 
 logger = logging.getLogger(__name__)
@@ -156,144 +152,7 @@ _LOSS_PAPERS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def _common_prompt(completions: list) -> tuple[Any, list]:
-    """Split an implicit prompt off `completions`: their longest common prefix (of messages, or of characters)."""
-    first = completions[0]
-    length = min(len(c) for c in completions)
-    index = length
-    for i in range(length):
-        if any(c[i] != first[i] for c in completions[1:]):
-            index = i
-            break
-    if isinstance(first, str) and index > 0 and first[index - 1] == " ":
-        index -= 1  # keep the space with the completions, as `trl.extract_prompt` does
-    return first[:index], [c[index:] for c in completions]
-
-
-# Columns of the DOVE trainer's joint format: a PRO row has one prompt for all its candidates
-_JOINT_COLUMNS = ("chosen_prompt", "rejected_prompt")
-
-
-def _rewards_of(example: dict[str, Any]) -> tuple[Any, str]:
-    """The raw rewards of a row (`None` when it has none) and the field they come from."""
-    if "completions" in example:
-        return example.get("rewards"), "rewards"
-    if example.get("score_chosen") is not None or example.get("score_rejected") is not None:
-        return [example.get("score_chosen"), example.get("score_rejected")], "score_chosen/score_rejected"
-    return None, "score_chosen/score_rejected"
-
-
-def dataset_has_rewards(dataset: Dataset | IterableDataset, first_example: dict[str, Any], dataset_name: str) -> bool:
-    """Whether the rows of `dataset` have rewards: all of them, or none (a mixed dataset is an error naming a row).
-
-    A map-style `Dataset` is checked whole here; an `IterableDataset` is decided by its first row, and `to_ranking`
-    rejects any later row that disagrees.
-    """
-    has_rewards = _rewards_of(first_example)[0] is not None
-    if not isinstance(dataset, Dataset):
-        return has_rewards
-    columns = [name for name in ("rewards", "score_chosen", "score_rejected") if name in dataset.column_names]
-    if not columns:
-        return False
-    index = 0
-    for batch in dataset.select_columns(columns).iter(batch_size=1024):
-        for values in zip(*(batch[name] for name in columns)):
-            if any(value is not None for value in values) != has_rewards:
-                _raise_mixed_rewards(index, has_rewards, "rewards" if "rewards" in columns else "score_chosen")
-            index += 1
-    return has_rewards
-
-
-def _raise_mixed_rewards(index: int, first_has_rewards: bool, field: str) -> None:
-    state = (
-        "is missing its rewards, while row 0 has rewards" if first_has_rewards else "has rewards, but row 0 has none"
-    )
-    raise ValueError(
-        f"Row {index}, field '{field}': the row {state}. Give rewards for every row or for none: with rewards each "
-        "ranking is sorted by them and they set the dynamic temperature, so a mixed dataset would be half trained "
-        "on an unsorted order. Rank the rows without rewards first (`trl_ranking.data.rank_completions`) or drop "
-        "the rewards column."
-    )
-
-
-def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple[Any, list, list[float] | None]:
-    """Read one row as `(prompt, completions best first, rewards descending or None)`, validating it.
-
-    Accepts ranking rows (`prompt`, `completions`, optional `rewards`) and DPO rows (`prompt`, `chosen`, `rejected`,
-    optional `score_chosen`/`score_rejected`), each with an explicit or an implicit prompt. When rewards are given the
-    completions are sorted by descending reward (stable: ties keep the given order). `with_rewards` says whether the
-    dataset has rewards (`dataset_has_rewards`): every row must then have them, and no row may have them otherwise.
-
-    Raises:
-        ValueError: naming the row and the field, for a ranking of fewer than two completions, rewards whose length
-            differs from the completions', rewards that are not numbers or not finite in float32, rewards in a row of
-            a dataset without rewards (or missing in a dataset with rewards), missing columns, columns of the DOVE
-            format, a prompt or completion that is neither text nor chat messages (or has a message with a wrong
-            role or no content), or empty completions.
-    """
-    where = f"Row {index}"
-    for name in _JOINT_COLUMNS:
-        if example.get(name) is not None:
-            raise ValueError(
-                f"{where}, field '{name}': a per-side instruction is the joint-pair format of `DOVETrainer`; PRO ranks "
-                "completions of one prompt (columns 'prompt', 'completions', optional 'rewards', or "
-                "'prompt'/'chosen'/'rejected'). Train this dataset with `DOVETrainer` (`trl-ranking dove`)."
-            )
-    if "completions" in example:
-        completions = example["completions"]
-        if not isinstance(completions, list):
-            raise ValueError(
-                f"{where}, field 'completions': expected a list of completions, got {type(completions).__name__}."
-            )
-    elif "chosen" in example and "rejected" in example:
-        completions = [example["chosen"], example["rejected"]]
-    else:
-        raise ValueError(
-            f"{where}: missing columns. A ranking row needs 'completions' (and 'prompt' unless it is implicit); a "
-            f"preference row needs 'chosen' and 'rejected'. Got columns {sorted(example)}."
-        )
-    rewards, reward_field = _rewards_of(example)
-    if len(completions) < 2:
-        raise ValueError(
-            f"{where}, field 'completions': a ranking needs at least 2 completions, got {len(completions)}."
-        )
-    fields = ["completions"] * len(completions) if "completions" in example else ["chosen", "rejected"]
-    for i, (completion, field) in enumerate(zip(completions, fields)):
-        name = f"completions[{i}]" if field == "completions" else field
-        if completion is None:
-            raise ValueError(f"{where}, field '{name}': the completion is missing (None).")
-        check_text(completion, where, name, completion=False)  # types and roles; the completion role rule below
-    if "prompt" in example and example["prompt"] is not None:
-        prompt = example["prompt"]
-        check_text(prompt, where, "prompt", completion=False)
-    else:
-        prompt, completions = _common_prompt(completions)
-    for i, (completion, field) in enumerate(zip(completions, fields)):
-        name = f"completions[{i}]" if field == "completions" else field
-        if is_empty_text(completion):
-            raise ValueError(f"{where}, field '{name}': the completion is empty.")
-        check_text(completion, where, name, completion=is_conversational({"prompt": prompt}) and bool(prompt))
-    if with_rewards:
-        if rewards is None or any(r is None for r in rewards):
-            raise ValueError(
-                f"{where}, field '{reward_field}': missing rewards (other rows of the dataset have them)."
-            )
-        if len(rewards) != len(completions):
-            raise ValueError(
-                f"{where}, field '{reward_field}': {len(rewards)} rewards for {len(completions)} completions."
-            )
-        rewards = check_rewards(rewards, where, reward_field)
-        order = sorted(range(len(completions)), key=lambda i: -rewards[i])
-        completions = [completions[i] for i in order]
-        rewards = [rewards[i] for i in order]
-    else:
-        if rewards is not None:
-            _raise_mixed_rewards(index, False, reward_field)
-        rewards = None
-    return prompt, completions, rewards
-
-
-class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
+class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for Preference Ranking Optimization (PRO), from the paper [Preference Ranking Optimization for Human
     Alignment](https://huggingface.co/papers/2306.17492) (Song et al., AAAI 2024).
@@ -437,17 +296,16 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         self.bootstrapper = None
 
         processing_class, tokenizer = resolve_tokenizer(model, processing_class, args)
-        # The layout (prefix sharing, padding-free) is set on the default collator once the model is loaded
-        # (`_resolve_layout`); a collator passed in decides the layout itself
-        self._layout_collator = None
+        # The layout (prefix sharing, padding-free) is set on the default collator once the models are loaded
+        # (`PackedLayoutMixin._resolve_layout`); a collator passed in decides the layout itself
+        default_collator = None
         if data_collator is None:
-            data_collator = self._layout_collator = DataCollatorForRanking(
+            data_collator = default_collator = DataCollatorForRanking(
                 pad_token_id=tokenizer.pad_token_id,
                 max_length=args.max_length,
                 pad_to_multiple_of=args.pad_to_multiple_of,
             )
-        self._layout_resolved = False
-        self.prefix_sharing = False
+        self._init_layout(default_collator, args)
 
         # Reference-free losses must not load a reference model. `DPOTrainer.__init__` loads a copy of the policy unless
         # PEFT is used or `precompute_ref_log_probs` is set, so the flag is raised for the duration of the parent
@@ -456,7 +314,6 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         overrides = {"padding_free": False}  # PRO implements it; DPOTrainer would switch it off with a warning
         if not args.uses_reference and not args.precompute_ref_log_probs and not uses_peft:
             overrides["precompute_ref_log_probs"] = True
-        self._padding_free_requested = args.padding_free
         with overridden_config(args, **overrides):
             super().__init__(
                 model=model,
@@ -479,47 +336,6 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         # Self-bootstrapping (Algorithm 1) keeps the raw rows: each chunk is tokenized once augmented
         if args.self_bootstrap:
             self.bootstrapper = SelfBootstrapper(self, train_dataset, reward_model, reward_processing_class)
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # Layout. Replaces DPO's padded-only batches (its `padding_free` is disabled) with the packed layouts of
-    # `trl_ranking.packing` where they are exact.
-    # ------------------------------------------------------------------------------------------------------------------
-    def _resolve_layout(self) -> None:
-        """Choose prefix sharing / padding-free for the models at hand and set them on the default collator.
-
-        Called once the model (and the reference model) exist: at the end of `__init__`, or earlier by the reference
-        precompute, which runs inside `DPOTrainer.__init__`.
-        """
-        if self._layout_resolved:
-            return
-        self._layout_resolved = True
-        args = self.args
-        collator = self._layout_collator
-        if collator is None:
-            if args.prefix_sharing or self._padding_free_requested:
-                warnings.warn(
-                    "`prefix_sharing`/`padding_free` are options of the default collator; with a `data_collator` "
-                    "passed in, the batches keep the layout that collator gives them.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            self.prefix_sharing = self.padding_free = False
-            return
-        models = [self.model]
-        if args.uses_reference and self.ref_model is not None:
-            models.append(self.ref_model)
-        prefix_sharing, padding_free = choose_layout(
-            models, args.prefix_sharing, self._padding_free_requested, self.aux_loss_enabled, stacklevel=4
-        )
-        collator.prefix_sharing = self.prefix_sharing = prefix_sharing
-        collator.padding_free = self.padding_free = padding_free
-
-    def _score(self, model, inputs: dict[str, Any], **model_kwargs) -> TokenLogProbs | PackedTokenLogProbs:
-        """Log-probabilities of every candidate's scored tokens, from a padded or a packed batch."""
-        if is_packed(inputs):
-            return packed_token_log_probs(model, inputs, **model_kwargs)
-        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-        return token_log_probs(model, model_inputs, inputs["completion_mask"], **model_kwargs)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Self-bootstrapping (`args.self_bootstrap`, see `trl_ranking.pro.bootstrap`). Each hook defers to TRL otherwise.
@@ -619,36 +435,34 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         with global_then_local_main_first():
             dataset = dataset.map(tokenize_row, **map_kwargs)
         if isinstance(dataset, Dataset):
-            num_truncated = sum(dataset["prompt_truncated"])
-            if num_truncated:
-                logger.warning(
-                    "%d of %d prompts of the %s dataset were left-truncated to `max_prompt_length=%d` tokens.",
-                    num_truncated,
-                    len(dataset),
-                    dataset_name,
-                    max_prompt_length,
-                )
-            num_cut = sum(dataset["completion_truncated"])
-            if num_cut:
-                logger.warning(
-                    "%d of %d completions of the %s dataset are longer than `max_length=%d` tokens with their prompt: "
-                    "they are cut (their end and EOS token are not trained). Raise `max_length` or set "
-                    "`max_prompt_length`.",
-                    num_cut,
-                    sum(len(ids) for ids in dataset["completion_ids"]),
-                    dataset_name,
-                    max_length,
-                )
-            num_degenerate = sum(dataset["degenerate"])
-            if num_degenerate:
-                logger.warning(
-                    "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
-                    "tied): they give no ranking gradient, only the SFT term.",
-                    num_degenerate,
-                    len(dataset),
-                    dataset_name,
-                )
+            self._log_dataset_counts(dataset, dataset_name, args)
         return dataset
+
+    def _log_dataset_counts(self, dataset: Dataset, dataset_name: str, args: PROConfig) -> None:
+        """Log what `_prepare_dataset` counted: truncated prompts, completions cut at `max_length`, degenerate rankings."""
+        max_length, max_prompt_length = args.max_length, args.max_prompt_length
+        num_truncated = sum(dataset["prompt_truncated"])
+        log_truncated_prompts(num_truncated, len(dataset), dataset_name, max_prompt_length, "prompts")
+        num_cut = sum(dataset["completion_truncated"])
+        if num_cut:
+            logger.warning(
+                "%d of %d completions of the %s dataset are longer than `max_length=%d` tokens with their prompt: "
+                "they are cut (their end and EOS token are not trained). Raise `max_length` or set "
+                "`max_prompt_length`.",
+                num_cut,
+                sum(len(ids) for ids in dataset["completion_ids"]),
+                dataset_name,
+                max_length,
+            )
+        num_degenerate = sum(dataset["degenerate"])
+        if num_degenerate:
+            logger.warning(
+                "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
+                "tied): they give no ranking gradient, only the SFT term.",
+                num_degenerate,
+                len(dataset),
+                dataset_name,
+            )
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
@@ -659,7 +473,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
     # of reference: an explicit `ref_model`, else the PEFT adapter switched off (or the "ref" adapter copy), else the
     # initial-model copy.
     # ------------------------------------------------------------------------------------------------------------------
-    def _reference_log_probs(self, model, inputs: dict[str, Any]) -> TokenLogProbs | PackedTokenLogProbs:
+    def _reference_log_probs(self, model, inputs: dict[str, Any]) -> TokenLogProbs:
         adapter_context = contextlib.nullcontext()
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)
@@ -669,7 +483,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
             adapter_context,
         ):
-            return self._score(model, inputs)
+            return batch_token_log_probs(model, inputs)
 
     def compute_ref_log_probs(self, model, inputs):
         """Summed reference log-probability of every candidate of a collated batch, `[batch, n_max]` (as DPO's).
@@ -815,7 +629,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
         mode = "train" if self.model.training else "eval"
         num_candidates = inputs["num_candidates"]
         forward_kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
-        policy = self._score(model, inputs, **forward_kwargs)
+        policy = batch_token_log_probs(model, inputs, **forward_kwargs)
 
         sum_logps = rows_to_rankings(policy.sums, num_candidates)
         token_counts = rows_to_rankings(policy.counts, num_candidates)
@@ -851,11 +665,7 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
                 stacklevel=2,
             )
             if is_packed(inputs):
-                model_inputs = {
-                    "input_ids": inputs["input_ids"],
-                    "attention_mask": packed_attention_mask(model, inputs),
-                    "position_ids": inputs["position_ids"],
-                }
+                model_inputs = packed_inputs(model, inputs)
             else:
                 model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
             with torch.no_grad():
@@ -899,16 +709,13 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
 
         # As DPOTrainer: entropy over scored tokens, token accuracy of the top candidate, tokens seen (the tokens the
         # model processes: with prefix sharing each prompt once)
-        if isinstance(policy, PackedTokenLogProbs):
-            self._log_packed_token_metrics(metrics, policy, first_rows)
-        else:
-            self._log_padded_token_metrics(metrics, policy, first_rows)
+        self._log_token_metrics(metrics, policy, first_rows)
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
             self._total_train_tokens += tokens // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
 
-    def _log_packed_token_metrics(self, metrics, policy: PackedTokenLogProbs, first_rows: torch.Tensor) -> None:
+    def _log_token_metrics(self, metrics, policy: TokenLogProbs, first_rows: torch.Tensor) -> None:
         outputs = policy.outputs
         if outputs.entropy is not None:
             entropy = policy.gather(outputs.entropy.detach()).float()
@@ -917,13 +724,3 @@ class PROTrainer(DPOTrainerFixesMixin, DPOTrainer):
             top = torch.isin(policy.sequence, first_rows)
             is_top1 = policy.gather(outputs.is_top1).float()[top]
             self._append_mean(metrics, "mean_token_accuracy", is_top1.sum(), top.sum())
-
-    def _log_padded_token_metrics(self, metrics, policy: TokenLogProbs, first_rows: torch.Tensor) -> None:
-        mask = policy.mask
-        if policy.outputs.entropy is not None:
-            entropy = policy.outputs.entropy[:, -mask.size(1) :].detach()
-            self._append_mean(metrics, "entropy", (entropy * mask).sum(), mask.sum())
-        if policy.outputs.is_top1 is not None:
-            top_mask = mask[first_rows]
-            is_top1 = policy.outputs.is_top1[:, -mask.size(1) :][first_rows]
-            self._append_mean(metrics, "mean_token_accuracy", (is_top1 * top_mask).sum(), top_mask.sum())

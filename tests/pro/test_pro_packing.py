@@ -11,9 +11,16 @@ import warnings
 
 import pytest
 import torch
-from conftest import requires_cuda
 from datasets import Dataset
-from tiny_models import cpu_test_config
+from tiny_models import (
+    LAYOUTS,
+    assert_same_gradient,
+    cpu_test_config,
+    hh_rankings,
+    loss_and_grad,
+    move_lora_away_from_zero,
+    requires_cuda,
+)
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from trl_ranking import DataCollatorForRanking, PROConfig, PROTrainer
@@ -24,19 +31,15 @@ from trl_ranking.packing import (
     build_packed_layout,
     is_packed,
     packed_attention_mask,
-    packed_token_log_probs,
     packing_unsupported_reason,
     use_ranking_attention,
 )
+from trl_ranking.scoring import packed_token_log_probs, token_log_probs
 
 
 MAX_LENGTH = 96
 MAX_PROMPT_LENGTH = 64
-LAYOUTS = {
-    "prefix_shared": {"prefix_sharing": True, "padding_free": False},
-    "padding_free": {"prefix_sharing": False, "padding_free": True},
-    "prefix_shared+padding_free": {"prefix_sharing": True, "padding_free": True},
-}
+REWARDS = [0.5, 2.0, -1.0, 1.0, 0.0]
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:
@@ -52,15 +55,7 @@ def make_config(tmp_path, **overrides) -> PROConfig:
 
 def ranking_rows(hh_pairs, sizes=(2, 4, 3), with_rewards: bool = True) -> list[dict]:
     """Rankings of real HH-RLHF responses, of mixed sizes (extra candidates borrowed from other rows)."""
-    rows = []
-    for i, n in enumerate(sizes):
-        base = hh_pairs[20 + i]
-        extras = [hh_pairs[200 + 7 * i + j]["rejected"] for j in range(n - 2)]
-        row = {"prompt": base["prompt"], "completions": [base["chosen"], base["rejected"], *extras]}
-        if with_rewards:
-            row["rewards"] = [float(r) for r in [0.5, 2.0, -1.0, 1.0, 0.0][:n]]
-        rows.append(row)
-    return rows
+    return hh_rankings(hh_pairs, 20, 200, [REWARDS] * len(sizes) if with_rewards else None, sizes)
 
 
 def collate(trainer, layout: dict | None, max_length: int | None = MAX_LENGTH):
@@ -68,15 +63,6 @@ def collate(trainer, layout: dict | None, max_length: int | None = MAX_LENGTH):
         pad_token_id=trainer.processing_class.pad_token_id, max_length=max_length, **(layout or {})
     )
     return collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
-
-
-def loss_and_grad(trainer, batch):
-    trainer.model.zero_grad()
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
-    trainer.model.zero_grad()
-    return loss.item(), grad
 
 
 def assert_same_loss_and_grad(trainer, max_length: int | None = MAX_LENGTH, layouts=LAYOUTS):
@@ -95,9 +81,7 @@ def assert_same_loss_and_grad(trainer, max_length: int | None = MAX_LENGTH, layo
         assert batch["attention_mask"].sum() < padded["attention_mask"].sum() or not layout["prefix_sharing"], name
         packed_loss, packed_grad = loss_and_grad(trainer, batch)
         assert packed_loss == pytest.approx(loss, rel=1e-5), name
-        relative = ((packed_grad - grad).norm() / grad.norm()).item()
-        assert relative < 1e-5, f"{name}: relative gradient difference {relative:.2e}"
-        torch.testing.assert_close(packed_grad, grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+        assert_same_gradient(packed_grad, grad, name)
     return padded
 
 
@@ -196,8 +180,6 @@ def test_head_on_scored_positions_equals_the_full_head(tmp_path, tiny_model_path
                                                       spy_head):  # fmt: skip
     from trl.trainer.utils import add_fused_lm_head
 
-    from trl_ranking.scoring import token_log_probs
-
     trainer = PROTrainer(
         model=tiny_model_path,
         args=make_config(tmp_path),
@@ -212,7 +194,7 @@ def test_head_on_scored_positions_equals_the_full_head(tmp_path, tiny_model_path
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         scored = token_log_probs(model, inputs, batch["completion_mask"])
         reference = full_head_forward(model, inputs, labels=labels)
-        values, expected = scored.sums, (reference.log_probs * scored.mask).sum(dim=1)
+        values, expected = scored.sums, (reference.log_probs * batch["completion_mask"][:, 1:]).sum(dim=1)
     else:
         inputs = {
             "input_ids": batch["input_ids"],
@@ -325,10 +307,7 @@ def test_lora_matches_padded(tmp_path, tiny_model_path, tokenizer, hh_pairs):
         processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
-    with torch.no_grad():
-        for name, param in trainer.model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+    move_lora_away_from_zero(trainer.model)
     assert all("lora_" in n for n, p in trainer.model.named_parameters() if p.requires_grad)
     assert_same_loss_and_grad(trainer)
 
@@ -540,8 +519,6 @@ def test_eval_with_outputs_on_a_packed_batch(tmp_path, tiny_model_path, tokenize
 @pytest.mark.gpu
 def test_flex_attention_matches_padded_sdpa_on_gpu(tiny_model_path):
     from trl.trainer.utils import add_fused_lm_head
-
-    from trl_ranking.scoring import token_log_probs
 
     torch.manual_seed(0)
     groups = []
