@@ -10,7 +10,7 @@ How the run is laid out (exact: each chunk is sampled with the policy as it is w
 
 - Chunks: the training rows are split, in dataset order, into `bootstrap_chunks` contiguous parts of (almost) equal
   size. The train dataloader does not yield tokenized rows but keys `round * num_rows + index` from a
-  [`ChunkSampler`], which walks the chunks in order and shuffles the rows within each chunk (seeded with
+  `ChunkSampler`, which walks the chunks in order and shuffles the rows within each chunk (seeded with
   `data_seed`/`seed` and the epoch; `train_sampling_strategy="sequential"` keeps the dataset order).
   `bootstrap_passes_per_chunk` repeats each chunk that many times (reshuffled) before the next one starts: the
   paper's `PRO(pi, D_i)` run for several epochs on one chunk. A "round" is one chunk of one epoch. Algorithm 1
@@ -34,7 +34,7 @@ How the run is laid out (exact: each chunk is sampled with the policy as it is w
   for its own share of the chunk (rows `index % world_size == rank`) and scores its rows; the augmented rows are then
   gathered with `accelerate.utils.gather_object`, keyed by their dataset index, so every process holds the whole
   chunk and every ranking stays with its prompt. Empty samples (the policy ended at once) are dropped and counted.
-- Re-ranking (footnote 6), [`rerank_keeping_top`]: every candidate, original or sampled, is scored by the reward
+- Re-ranking (footnote 6), `rerank_keeping_top`: every candidate, original or sampled, is scored by the reward
   model (the dataset's own rewards, if any, only decide which original candidate is on top, as in training without
   bootstrapping). The original top candidate stays first; the others (original and sampled) follow in descending
   reward order (stable: on ties originals keep their order and come before samples). The rewards become the reward
@@ -120,7 +120,7 @@ def make_reward_scorer(
 ) -> Scorer:
     """Turn `PROTrainer`'s `reward_model` argument into a scorer `scorer(prompts, completions) -> list[float]`.
 
-    A [`~trl_ranking.rewards.RewardModelScorer`] or any other callable is used as it is. A sequence-classification
+    A `trl_ranking.rewards.RewardModelScorer` or any other callable is used as it is. A sequence-classification
     model (`num_labels=1`), or a path to one, is wrapped with `RewardModelScorer` (its tokenizer is
     `reward_processing_class`, or loaded from the path), on `device` unless the model is quantized or dispatched with a
     `device_map`.
@@ -307,15 +307,15 @@ class _Round:
 # The machinery PROTrainer drives
 # ----------------------------------------------------------------------------------------------------------------------
 class SelfBootstrapper:
-    """Runs Algorithm 1 of the PRO paper inside a [`PROTrainer`] run (see the module docstring for the design).
+    """Runs Algorithm 1 of the PRO paper inside a `PROTrainer` run (see the module docstring for the design).
 
     The trainer hands over four hooks: `train_dataloader` (its `get_train_dataloader`), `training_step`, `start`
     (called by `train` with `resume_from_checkpoint`) and `save_checkpoint` (called by `_save_checkpoint`).
 
     Args:
-        trainer ([`PROTrainer`]): The trainer, once `DPOTrainer.__init__` has run.
-        raw_dataset ([`~datasets.Dataset`]): The training rows as given (text), in order.
-        reward_model: A scorer callable, a sequence-classification model or a path (see [`make_reward_scorer`]).
+        trainer (`PROTrainer`): The trainer, once `DPOTrainer.__init__` has run.
+        raw_dataset (`datasets.Dataset`): The training rows as given (text), in order.
+        reward_model: A scorer callable, a sequence-classification model or a path (see `make_reward_scorer`).
         reward_processing_class: The reward model's tokenizer, for a model instance.
     """
 
@@ -365,7 +365,7 @@ class SelfBootstrapper:
 
     # -- dataloader ----------------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """The train dataloader of bootstrap mode: batches of keys from a [`ChunkSampler`], prepared by accelerate."""
+        """The train dataloader of bootstrap mode: batches of keys from a `ChunkSampler`, prepared by accelerate."""
         trainer, args = self.trainer, self.trainer.args
         world = trainer.accelerator.num_processes
         batch_size = trainer._train_batch_size
