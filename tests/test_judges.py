@@ -1,13 +1,10 @@
-"""Tests for the judge interface, `RewardModelJudge` and `OpenAIChatJudge` (against a stub server on 127.0.0.1)."""
+"""Tests for the judge interface, `RewardModelJudge` and `OpenAIChatJudge` (with a mocked `openai` client, offline)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +20,9 @@ from trl_ranking.judges import (
     validate_judgement,
 )
 from trl_ranking.rewards import RewardModelScorer
+
+
+openai = pytest.importorskip("openai")  # the `judge` extra
 
 
 def make_reward_model(seed: int):
@@ -154,71 +154,48 @@ def test_reward_model_judge_bad_arguments(tokenizer):
         RewardModelJudge(3)
 
 
-# --- OpenAIChatJudge against a stub server -------------------------------------------------------------------------
+# --- OpenAIChatJudge with a mocked `openai` client ----------------------------------------------------------------
 
 
 def chat_reply(content):
-    return 200, {
-        "id": "stub",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
-    }
+    return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(role="assistant", content=content))])
 
 
-class StubChatServer:
-    """An OpenAI-compatible `/v1/chat/completions` stub: answers from a script, records every request."""
+def status_error(status: int, message: str):
+    """The `openai` exception the client raises for an HTTP `status` (after its retries, for retried statuses)."""
+    request = SimpleNamespace(method="POST", url="http://judge/v1/chat/completions")
+    response = SimpleNamespace(status_code=status, headers={}, request=request)
+    cls = {400: openai.BadRequestError, 401: openai.AuthenticationError, 404: openai.NotFoundError}.get(
+        status, openai.InternalServerError
+    )
+    return cls(message, response=response, body=None)
+
+
+class FakeChatClient:
+    """Stands for `openai.OpenAI`: `chat.completions.create(**request)` answers from a script and records requests.
+    An entry is a reply (`chat_reply`), an exception to raise, or a callable(request) returning one of them."""
 
     def __init__(self):
-        self.script = []  # (status, body, headers) or a callable(request_json) -> (status, body)
+        self.script = []
         self.default = None
         self.requests = []
-        self.delays = []  # seconds to wait before answering, one per request in arrival order
-        stub = self
+        self.lock = threading.Lock()
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length).decode("utf-8"))
-                stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                delay = stub.delays.pop(0) if stub.delays else 0.0
-                if delay:
-                    time.sleep(delay)
-                entry = stub.script.pop(0) if stub.script else stub.default
-                if callable(entry):
-                    entry = entry(body)
-                status, payload, *rest = entry
-                headers = rest[0] if rest else {}
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError):  # the client timed out and left
-                    self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def create(self, **request):
+        with self.lock:
+            self.requests.append(request)
+            entry = self.script.pop(0) if self.script else self.default
+        if callable(entry):
+            entry = entry(request)
+        if isinstance(entry, BaseException):
+            raise entry
+        return entry
 
 
 @pytest.fixture
-def stub(monkeypatch):
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    server = StubChatServer()
-    yield server
-    server.close()
+def stub():
+    return FakeChatClient()
 
 
 FIRST = ("Where can I buy dry ice?", "Google says it's available at Home Depot or Ace Hardware stores.")
@@ -226,8 +203,14 @@ SECOND = ("Can an egg really be fried on a sidewalk on a hot day?", "No, that wo
 
 
 def make_judge(stub, **kwargs):
-    defaults = {"model": "stub-judge", "api_key": "sk-test", "timeout": 5.0, "max_retries": 2, "backoff": 0.01}
-    return OpenAIChatJudge(stub.base_url, **{**defaults, **kwargs})
+    defaults = {"model": "stub-judge", "api_key": "sk-test", "timeout": 5.0, "max_retries": 2, "client": stub}
+    return OpenAIChatJudge("http://judge/v1", **{**defaults, **kwargs})
+
+
+def content_of(request) -> str:
+    (message,) = request["messages"]
+    assert message["role"] == "user"
+    return message["content"]
 
 
 def test_chat_judge_request_and_answers(stub):
@@ -236,23 +219,20 @@ def test_chat_judge_request_and_answers(stub):
     assert judge(FIRST, SECOND) == 0
     assert judge(SECOND, FIRST) == 1
     request = stub.requests[0]
-    assert request["path"] == "/v1/chat/completions"
-    assert request["headers"]["Authorization"] == "Bearer sk-test"
-    assert request["body"]["model"] == "stub-judge"
+    assert request["model"] == "stub-judge"
     # The official DOVE code sends no temperature (the API default, 1.0): neither does the default judge
-    assert "temperature" not in request["body"]
-    make_judge(stub, temperature=0.0)(FIRST, SECOND)
-    assert stub.requests[2]["body"]["temperature"] == 0.0
-    (message,) = request["body"]["messages"]
-    assert message["role"] == "user"
-    content = message["content"]
+    assert "temperature" not in request and "max_tokens" not in request and "extra_body" not in request
+    make_judge(stub, temperature=0.0, max_tokens=8, extra_body={"seed": 0})(FIRST, SECOND)
+    assert stub.requests[2]["temperature"] == 0.0 and stub.requests[2]["max_tokens"] == 8
+    assert stub.requests[2]["extra_body"] == {"seed": 0}
+    content = content_of(request)
     # Both instructions and both responses, in the asked order, in the paper's joint prompt
     assert content == DOVE_JOINT_PROMPT.format(
         instruction_1=FIRST[0], output_1=FIRST[1], instruction_2=SECOND[0], output_2=SECOND[1]
     )
     assert content.index(FIRST[0]) < content.index(FIRST[1]) < content.index(SECOND[0]) < content.index(SECOND[1])
     assert "### Instruction (a):" in content and "### Instruction (b):" in content
-    swapped = stub.requests[1]["body"]["messages"][0]["content"]
+    swapped = content_of(stub.requests[1])
     assert swapped.index(SECOND[0]) < swapped.index(FIRST[0])
 
 
@@ -261,12 +241,12 @@ def test_chat_judge_uses_the_conditional_prompt_for_equal_instructions(stub):
     judge = make_judge(stub)
     other = (FIRST[0], "I don't know, I'm not a salesperson.")
     assert judge(FIRST, other) == 1
-    content = stub.requests[0]["body"]["messages"][0]["content"]
+    content = content_of(stub.requests[0])
     assert content == DOVE_CONDITIONAL_PROMPT.format(instruction=FIRST[0], output_1=FIRST[1], output_2=other[1])
     assert content.count(FIRST[0]) == 1
     # With no conditional template, the joint prompt is used for every comparison
     make_judge(stub, conditional_prompt_template=None)(FIRST, other)
-    assert "### Instruction (b):" in stub.requests[1]["body"]["messages"][0]["content"]
+    assert "### Instruction (b):" in content_of(stub.requests[1])
 
 
 def test_chat_judge_conversational_pairs(stub):
@@ -282,67 +262,44 @@ def test_chat_judge_conversational_pairs(stub):
         SECOND[1],
     )
     assert judge(first, second) == 0
-    content = stub.requests[0]["body"]["messages"][0]["content"]
+    content = content_of(stub.requests[0])
     assert f"### Instruction (a):\n{FIRST[0]}\n" in content
     assert f"User: Hi\n\nAssistant: Hello!\n\nUser: {SECOND[0]}" in content
     assert f"### Output (a):\n{FIRST[1]}\n" in content
 
 
-def test_chat_judge_retries_a_500_then_succeeds(stub, caplog):
-    stub.script = [
-        (500, {"error": "overloaded"}),
-        (429, {"error": "slow down"}, {"Retry-After": "0"}),
-        chat_reply("Output (b)"),
-    ]
+def test_chat_judge_failed_request_is_no_verdict(stub, caplog):
+    # What the client raises once its retries are spent (or for a status it does not retry, e.g. 400)
+    stub.default = status_error(503, "Error code: 503 - unavailable")
     judge = make_judge(stub)
-    with caplog.at_level("WARNING", logger="trl_ranking.judges"):
-        assert judge(FIRST, SECOND) == 1
-    assert len(stub.requests) == 3
-    assert stub.requests[0]["body"] == stub.requests[2]["body"]
-    assert "HTTP 500" in caplog.text and "HTTP 429" in caplog.text
-
-
-def test_chat_judge_gives_up_after_max_retries(stub, caplog):
-    stub.default = (503, {"error": "unavailable"})
-    judge = make_judge(stub, max_retries=2)
-    # `complete` raises; a comparison gets no verdict (None), with the reason in the log
-    with pytest.raises(JudgeRequestError, match=r"HTTP 503 .*unavailable.*gave up after 3 attempts"):
+    with pytest.raises(JudgeRequestError, match=r"InternalServerError: Error code: 503 - unavailable"):
         judge.complete("Which is better?")
-    assert len(stub.requests) == 3
     with caplog.at_level("WARNING", logger="trl_ranking.judges"):
         assert judge(FIRST, SECOND) is None
-    assert len(stub.requests) == 6
-    assert "comparison 0: no verdict, the request failed: HTTP 503" in caplog.text
+    assert "comparison 0: no verdict, the request failed: http://judge/v1: InternalServerError" in caplog.text
+    stub.default = openai.APIConnectionError(request=SimpleNamespace(method="POST", url="http://judge/v1"))
+    assert judge(FIRST, SECOND) is None
 
 
 def test_chat_judge_batch_gives_no_verdict_for_one_failed_comparison(stub):
     # One bad comparison (a 400: e.g. over the judge's context length) does not lose the others
-    def by_instruction(body):
-        content = body["messages"][0]["content"]
-        if "### Instruction (a):\n" + SECOND[0] in content:
-            return 400, {"error": "context length exceeded"}
+    def by_instruction(request):
+        if "### Instruction (a):\n" + SECOND[0] in content_of(request):
+            return status_error(400, "context length exceeded")
         return chat_reply("Output (a)")
 
     stub.default = by_instruction
     judge = make_judge(stub, num_workers=2)
     assert judge.judge_batch([FIRST, SECOND, FIRST], [SECOND, FIRST, SECOND]) == [0, None, 0]
-    assert len(stub.requests) == 3  # a 400 is not retried
+    assert len(stub.requests) == 3
 
 
-def test_chat_judge_does_not_retry_a_client_error(stub):
-    stub.script = [(401, {"error": {"message": "invalid api key"}})]
-    judge = make_judge(stub)
-    with pytest.raises(JudgeRequestError, match="HTTP 401.*invalid api key"):
-        judge(FIRST, SECOND)
-    assert len(stub.requests) == 1
-
-
-def test_chat_judge_retries_a_timeout(stub):
-    stub.delays = [1.0]
-    stub.default = chat_reply("Output (a)")
-    judge = make_judge(stub, timeout=0.3)
-    assert judge(FIRST, SECOND) == 0
-    assert len(stub.requests) == 2
+@pytest.mark.parametrize("status", [401, 404])
+def test_chat_judge_misconfiguration_raises(stub, status):
+    stub.default = status_error(status, "invalid api key or model")
+    judge = make_judge(stub, num_workers=2)
+    with pytest.raises(JudgeRequestError, match="invalid api key or model"):
+        judge.judge_batch([FIRST, SECOND], [SECOND, FIRST])
 
 
 def test_chat_judge_unparseable_answer_is_no_verdict(stub, caplog):
@@ -350,152 +307,16 @@ def test_chat_judge_unparseable_answer_is_no_verdict(stub, caplog):
     with caplog.at_level("WARNING", logger="trl_ranking.judges"):
         assert make_judge(stub)(FIRST, SECOND) is None
     assert "'Both responses are equally good.'" in caplog.text
-    stub.script = [(200, "not json at all"), (200, "not json at all")]
+    stub.script = [SimpleNamespace(choices=[]), chat_reply(None)]
     assert make_judge(stub)(FIRST, SECOND) is None
-    with pytest.raises(JudgeRequestError, match="without choices.*not json at all"):
+    with pytest.raises(JudgeRequestError, match="non-text message content: None"):
         make_judge(stub).complete("Which is better?")
 
 
-def test_chat_judge_connection_refused_is_retried_then_reported():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    judge = OpenAIChatJudge(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01, timeout=2)
-    with pytest.raises(JudgeRequestError, match=r"could not reach .*gave up after 2 attempts"):
-        judge.complete("Which is better?")
-    assert judge(FIRST, SECOND) is None
-
-
-class RawServer:
-    """A loopback TCP server answering each connection with a scripted behaviour, for HTTP failures that
-    `http.server` cannot produce. Each behaviour is `callable(connection, stop_event)`; the last one repeats.
-    Bounded: every wait checks the stop event, and `close` stops the accept loop and the handlers."""
-
-    def __init__(self, behaviours):
-        self.behaviours = list(behaviours)
-        self.connections = 0
-        self.sent = []  # bytes sent per connection
-        self.stop = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.05)
-        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.threads = [threading.Thread(target=self._serve, daemon=True)]
-        self.threads[0].start()
-
-    def _serve(self):
-        while not self.stop.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                continue
-            behaviour = self.behaviours[min(self.connections, len(self.behaviours) - 1)]
-            self.connections += 1
-            self.sent.append(0)
-            index = len(self.sent) - 1
-            thread = threading.Thread(target=self._handle, args=(connection, behaviour, index), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _handle(self, connection, behaviour, index):
-        with connection:
-            connection.settimeout(2.0)
-            _read_request(connection)
-            with contextlib.suppress(OSError):
-                for chunk in behaviour(self.stop):
-                    connection.sendall(chunk)
-                    self.sent[index] += len(chunk)
-
-    def close(self):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=5)
-        self.sock.close()
-
-
-def _read_request(connection):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
-    )
-    while len(body) < length:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return
-        body += chunk
-
-
-def _http_reply(content: str) -> bytes:
-    body = json.dumps(chat_reply(content)[1]).encode()
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
-
-
-@pytest.fixture
-def raw_server(monkeypatch):
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    servers = []
-
-    def start(*behaviours):
-        servers.append(RawServer(behaviours))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def test_chat_judge_timeout_bounds_a_trickling_response(raw_server):
-    # The whole answer, status line and headers included, one byte every 0.05 s (about 10 s in all): the deadline
-    # (`timeout`) must end the call long before it is complete, whatever the per-read timeouts
-    reply = _http_reply("Output (a)")
-
-    def trickle(stop):
-        for byte in reply:
-            if stop.wait(0.05):
-                return
-            yield bytes([byte])
-
-    server = raw_server(trickle)
-    judge = OpenAIChatJudge(server.base_url, model="m", timeout=0.5, max_retries=0)
-    with pytest.raises(JudgeRequestError, match="within the 0.5s timeout"):
-        judge.complete("Which is better?")
-    assert server.connections == 1
-    assert server.sent[0] < len(reply) // 2  # the client left early, with most of the answer unsent
-
-
-@pytest.mark.parametrize(
-    "broken",
-    [
-        b"HELLO\r\n\r\n",  # a malformed status line (http.client's BadStatusLine)
-        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"choi',  # a truncated body (IncompleteRead)
-    ],
-    ids=["bad-status-line", "incomplete-read"],
-)
-def test_chat_judge_retries_and_wraps_protocol_errors(raw_server, broken):
-    server = raw_server(lambda stop: iter([broken]), lambda stop: iter([_http_reply("Output (b)")]))
-    judge = OpenAIChatJudge(server.base_url, model="m", timeout=5, max_retries=1, backoff=0.01)
-    assert judge(FIRST, SECOND) == 1
-    assert server.connections == 2
-    # Without a retry left, the error is a JudgeRequestError naming the URL
-    server = raw_server(lambda stop: iter([broken]))
-    judge = OpenAIChatJudge(server.base_url, model="m", timeout=5, max_retries=0)
-    with pytest.raises(JudgeRequestError, match=r"could not reach http://127\.0\.0\.1:\d+/v1/chat/completions"):
-        judge.complete("Which is better?")
-
-
-def test_chat_judge_batch_keeps_the_order(stub):
+def test_chat_judge_batch_keeps_the_order_and_shows_progress(stub, capsys):
     # The answer depends on the request: prefer the pair whose output is shorter
-    def by_length(body):
-        content = body["messages"][0]["content"]
+    def by_length(request):
+        content = content_of(request)
         out_a = content.split("### Output (a):\n")[1].split("\n\n###")[0]
         out_b = content.split("### Output (b):\n")[1].split("\n\n##")[0]
         return chat_reply("Output (a)" if len(out_a) <= len(out_b) else "Output (b)")
@@ -506,6 +327,52 @@ def test_chat_judge_batch_keeps_the_order(stub):
     seconds = [SECOND, FIRST, SECOND, FIRST, SECOND]
     assert judge.judge_batch(firsts, seconds) == [1, 0, 1, 0, 1]
     assert len(stub.requests) == 5
+    progress = capsys.readouterr().err
+    assert "Judging: 100%" in progress and "5/5" in progress
+    make_judge(stub, progress_bar=False).judge_batch(firsts, seconds)
+    assert "Judging" not in capsys.readouterr().err
+
+
+def test_chat_judge_builds_an_openai_client_with_its_settings(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    judge = OpenAIChatJudge("http://localhost:8000/v1/", model="m", timeout=7.0, max_retries=4)
+    client = judge.client
+    assert isinstance(client, openai.OpenAI) and judge.client is client
+    assert str(client.base_url).rstrip("/") == "http://localhost:8000/v1"
+    assert client.max_retries == 4 and client.timeout == 7.0 and client.api_key == "EMPTY"
+
+
+def test_chat_judge_retries_are_the_openai_clients(monkeypatch):
+    """The real `openai` client on an in-process transport (no network): 500 and 429 are retried, then answered."""
+    http = pytest.importorskip("httpx2" if hasattr(openai, "DefaultHttpx2Client") else "httpx")
+    answers = [
+        (500, {"error": {"message": "overloaded"}}),
+        (429, {"error": {"message": "slow down"}}),
+        (200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "Output (b)"}}]}),
+    ]  # fmt: skip
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content))
+        status, body = answers[len(seen) - 1]
+        return http.Response(status, json=body, headers={"retry-after-ms": "1"})
+
+    client = openai.OpenAI(
+        base_url="http://judge/v1",
+        api_key="sk-test",
+        max_retries=2,
+        http_client=http.Client(transport=http.MockTransport(handler)),
+    )
+    judge = OpenAIChatJudge("http://judge/v1", model="m", client=client)
+    assert judge(FIRST, SECOND) == 1
+    assert len(seen) == 3 and seen[0] == seen[2] and seen[0]["model"] == "m"
+    seen.clear()
+    answers[0] = (401, {"error": {"message": "invalid api key"}})
+    with pytest.raises(JudgeRequestError, match="AuthenticationError"):
+        judge(FIRST, SECOND)
+    assert len(seen) == 1  # not retried
 
 
 def test_chat_judge_works_inside_a_running_event_loop(stub):
@@ -541,10 +408,10 @@ def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
     with open(DOVE_DIR / "anthropic_helpful" / "val_sft.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle][:24]
 
-    def shorter_or_first(body):
+    def shorter_or_first(request):
         """Prefers the shorter output, but answers "Output (a)" when the lengths are within 20 characters, and
         answers in prose (no verdict) when the longer output is (a) and longer by 20 to 60 characters."""
-        content = body["messages"][0]["content"]
+        content = content_of(request)
         out_a = content.split("### Output (a):\n")[1].split("\n\n### Instruction (b)")[0]
         out_b = content.split("### Output (b):\n")[1].split("\n\n## Preferred Output:")[0]
         if abs(len(out_a) - len(out_b)) < 20 or len(out_a) < len(out_b):
@@ -561,7 +428,7 @@ def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
     lengths = {row["instruction"]: len(row["response"]) for row in rows}
     asked = set()
     for request in stub.requests:
-        content = request["body"]["messages"][0]["content"]
+        content = content_of(request)
         first = content.split("### Instruction (a):\n")[1].split("\n\n### Output (a)")[0]
         second = content.split("### Instruction (b):\n")[1].split("\n\n### Output (b)")[0]
         asked.add(frozenset((first, second)))

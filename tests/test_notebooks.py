@@ -2,7 +2,8 @@
 
 Small mode (`TRL_RANKING_SMALL=1`) swaps in a tiny random model, a tiny random reward model and a few rows of the
 data shipped with the package, so that each notebook runs on a CPU in about a minute. The figures are written to
-`outputs/<notebook>/training_curves.png` under the directory the notebook runs in.
+`outputs/<notebook>/*.png` under the directory the notebook runs in, and the trainers' TensorBoard event files (the
+notebooks' `report_to`) under `outputs/<notebook>/<run>/runs/`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def test_notebook_is_stripped_and_colab_ready(path):
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     for cell in code:
         assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
-    assert "pip" in code[0].source and "install" in code[0].source  # the install cell comes first
+    assert "%pip install" in code[0].source  # the install cell comes first, with the kernel's own pip
     assert "torch.cuda.is_available()" in code[1].source  # then the GPU check
     assert notebook.metadata.get("accelerator") == "GPU"
     assert "TRL_RANKING_SMALL" in "".join(cell.source for cell in code)
+    assert 'REPORT_TO = "tensorboard"' in "".join(cell.source for cell in code)  # a real tracker, offline
+    assert 'report_to="none"' not in "".join(cell.source for cell in code)
 
 
 @pytest.mark.slow
@@ -46,6 +49,7 @@ def test_notebook_runs_in_small_mode(path, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install -e '.[notebooks]'")
     pytest.importorskip("peft")
     pytest.importorskip("bitsandbytes")
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed: pip install -e '.[notebooks]'")
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient import NotebookClient
 
@@ -60,6 +64,11 @@ def test_notebook_runs_in_small_mode(path, tmp_path, monkeypatch):
         client.execute()
     except NoSuchKernel:
         pytest.skip("no 'python3' Jupyter kernel: pip install ipykernel")
-    assert (tmp_path / "outputs" / path.stem / "training_curves.png").stat().st_size > 0
+    outputs = tmp_path / "outputs" / path.stem
+    figures = {"pro_qlora_hh_rlhf": ["training_curves.png", "rewards.png"]}.get(
+        path.stem, ["training_curves.png", "comparison.png"]
+    )
+    assert all((outputs / figure).stat().st_size > 0 for figure in figures)
+    assert list(outputs.glob("*/runs/*/events.out.tfevents.*"))  # what `report_to="tensorboard"` wrote
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
     assert not errors

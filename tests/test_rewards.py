@@ -227,3 +227,14 @@ def test_oasst_input_format_matches_the_official_text(reward_model, tokenizer, h
         scorer(["Translate: cat"], [" chat"])
     with pytest.raises(ValueError, match="input_format must be one of"):
         RewardModelScorer(reward_model, tokenizer, input_format="pythia")
+
+
+def test_scoring_many_rows_shows_a_progress_bar(reward_model, tokenizer, sft_rows, capsys):
+    prompts = [row["instruction"] for row in sft_rows[:6]]
+    completions = [row["response"] for row in sft_rows[:6]]
+    scores = RewardModelScorer(reward_model, tokenizer, batch_size=2)(prompts, completions)
+    assert "Scoring" in capsys.readouterr().err  # three batches
+    RewardModelScorer(reward_model, tokenizer, batch_size=6)(prompts, completions)  # one batch: no bar
+    quiet = RewardModelScorer(reward_model, tokenizer, batch_size=2, progress_bar=False)(prompts, completions)
+    assert "Scoring" not in capsys.readouterr().err
+    assert quiet == pytest.approx(scores, abs=1e-5)

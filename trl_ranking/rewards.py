@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class RewardModelScorer:
             `<|prompter|>Hi<|endoftext|><|assistant|>Hello!<|endoftext|>`. The prompt must be an HH-RLHF transcript
             (`"\\n\\nHuman: ...\\n\\nAssistant:"`) or a list of user/assistant messages; turn texts and the
             response are stripped, as the official preprocessing and generation strip them.
+        progress_bar (`bool`, defaults to `True`): Show a progress bar when a call scores more than one batch.
 
     Example:
 
@@ -94,6 +96,7 @@ class RewardModelScorer:
         device: str | torch.device | None = None,
         model_init_kwargs: dict[str, Any] | None = None,
         input_format: str = "default",
+        progress_bar: bool = True,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -141,6 +144,7 @@ class RewardModelScorer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.input_format = input_format
+        self.progress_bar = progress_bar
         self.pad_token_id = text_config.pad_token_id
         self._warned_long_completion = False
         # Reward functions in TRL trainers are logged under their `__name__`
@@ -269,7 +273,10 @@ class RewardModelScorer:
         self.model.eval()
         device = self.device
         try:
-            for start in range(0, len(order), self.batch_size):
+            starts = range(0, len(order), self.batch_size)
+            # A bar for more than one batch only: TRL calls reward functions on every step's few completions
+            disable = not self.progress_bar or len(starts) < 2
+            for start in tqdm(starts, desc="Scoring", unit="batch", leave=False, disable=disable):
                 batch_indices = order[start : start + self.batch_size]
                 width = max(len(encoded[i]) for i in batch_indices)
                 input_ids = torch.full((len(batch_indices), width), self.pad_token_id, dtype=torch.long)

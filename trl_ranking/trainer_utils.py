@@ -14,25 +14,27 @@ from pathlib import Path
 import torch
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import DPOTrainer
 from trl.trainer.utils import get_config_model_id
 
+from .model_card import ModelCardMixin
 from .packing import choose_layout
 
 
 logger = logging.getLogger(__name__)
 
 
-class DPOTrainerFixesMixin:
+class DPOTrainerFixesMixin(ModelCardMixin):
     """Fixes to `DPOTrainer` behaviour that the PRO and DOVE trainers share. Put it before `DPOTrainer` in the bases.
 
-    - `log` replaces `DPOTrainer.log`, which prefixes its metrics with `eval_` whatever the `metric_key_prefix`: with
-      a dict of eval datasets (`eval_train_loss`, `eval_held_out_loss`, ...) every split's metrics would land under
-      the same `eval_*` names and the last split would overwrite the others. The prefix is read off the
-      `<prefix>_loss` entry that `Trainer.evaluate` logs for the split.
+    - `log` adds the averaged metrics itself before `DPOTrainer.log` (which it still calls, with the metrics already
+      taken): `DPOTrainer.log` prefixes them with `eval_` whatever the `metric_key_prefix`, so with a dict of eval
+      datasets (`eval_train_loss`, `eval_held_out_loss`, ...) every split's metrics would land under the same
+      `eval_*` names and the last split would overwrite the others. The prefix is read off the `<prefix>_loss` entry
+      that `Trainer.evaluate` logs for the split.
     - `prediction_step` keeps 4-bit layers trainable after an evaluation on CPU (see `keep_4bit_training_layout`).
     - `train(resume_from_checkpoint=True)` resumes from the last complete checkpoint (see
       `resolve_resume_checkpoint`).
+    - `create_model_card` (`ModelCardMixin`) names trl-ranking and its version beside TRL in the model card.
     - `training_step` and `_get_grad_norm` stop training with a `FloatingPointError` naming the step when the loss or
       the gradient norm is NaN or infinite (or, with `args.skip_nonfinite_steps`, drop that step's update). Without
       this a NaN step trains NaN weights that are then saved, while the logged loss reads 0.0: `Trainer` replaces a
@@ -88,8 +90,10 @@ class DPOTrainerFixesMixin:
             prefix = next((key[: -len("_loss")] for key in logs if key.endswith("_loss")), "eval")
             metrics = {f"{prefix}_{key}": value for key, value in metrics.items()}
         logs.update(metrics)
-        super(DPOTrainer, self).log(logs, start_time)  # skip DPOTrainer.log, which would add `eval_*` copies
+        # Emptied before `DPOTrainer.log` runs, so that it adds no `eval_*` copies of these metrics, while whatever
+        # else it adds to `logs` still reaches `Trainer.log`
         self._metrics[mode].clear()
+        super().log(logs, start_time)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         with keep_4bit_training_layout(model):

@@ -411,3 +411,17 @@ def test_conditional_bad_judge_answer():
         build_conditional_pairs([{"prompt": "q", "completions": ["a", "b"]}], lambda first, second: "Output (a)")
     with pytest.raises(ValueError, match="no two responses column"):
         build_conditional_pairs([{"prompt": "q", "answer": "a"}], lambda first, second: 0)
+
+
+def test_judging_shows_a_progress_bar_unless_turned_off(sft_rows, capsys):
+    rows = sft_rows[:10]
+    judge = BiasedHashJudge()
+    build_joint_pairs(rows, judge, seed=0)
+    progress = capsys.readouterr().err
+    assert "Judging joint pairs: 100%" in progress and f"{len(judge.calls)}/{len(judge.calls)}" in progress
+    build_joint_pairs(rows, BiasedHashJudge(), seed=0, progress_bar=False)
+    two = [{"prompt": "q", "completions": ["yes", "no"]}, {"prompt": "r", "completions": ["a", "bb"]}]
+    build_conditional_pairs(two, lambda first, second: 0 if len(first[1]) > len(second[1]) else 1, progress_bar=False)
+    assert "Judging" not in capsys.readouterr().err
+    build_conditional_pairs(two, lambda first, second: 0 if len(first[1]) > len(second[1]) else 1)
+    assert "Judging conditional pairs: 100%" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def load_dove_jsonl(
 
     Args:
         data_files (`str`, `Path` or list of them): The jsonl file(s).
-        prompt_template (`str`, *optional*): Format the instructions with it, e.g. [`DOVE_PROMPT_TEMPLATE`] (the
+        prompt_template (`str`, *optional*): Format the instructions with it, e.g. `DOVE_PROMPT_TEMPLATE` (the
             official `"### Instructions: {instruction}\\n\\n### Response:"`) to train on the text the paper trained
             on. By default the instruction is kept as it is (for a tokenizer's chat template to format).
         conversational (`bool`, defaults to `False`): Return TRL messages: each prompt a user message, each

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from ..judges import Judge, Pair, validate_judgement
 
@@ -141,9 +142,14 @@ NO_VERDICT = "no verdict"
 
 
 def _judge_both_orders(
-    judge: Judge, comparisons: list[tuple[Pair, Pair, str, str, str]], batch_size: int
+    judge: Judge,
+    comparisons: list[tuple[Pair, Pair, str, str, str]],
+    batch_size: int,
+    progress_bar: bool = True,
+    desc: str = "Judging",
 ) -> tuple[list[int | str], int]:
-    """Ask each comparison `(first, second, where, first_name, second_name)` in both orders.
+    """Ask each comparison `(first, second, where, first_name, second_name)` in both orders, with a progress bar over
+    the judge calls.
 
     Returns, per comparison, the preferred side (0 = first, 1 = second), `TIE` (the answer flipped with the order) or
     `NO_VERDICT` (the judge answered `None` in at least one order), and the number of judge calls.
@@ -154,23 +160,26 @@ def _judge_both_orders(
         calls.append((second, first, f"{where}, asked as ({second_name}, {first_name})"))
     answers: list[int | None] = []
     judge_batch = getattr(judge, "judge_batch", None)
-    if callable(judge_batch):
-        for start in range(0, len(calls), 2 * batch_size):
-            chunk = calls[start : start + 2 * batch_size]
-            try:
-                results = list(judge_batch([call[0] for call in chunk], [call[1] for call in chunk]))
-            except ValueError as error:
-                raise ValueError(f"judging {chunk[0][2]} ... {chunk[-1][2]}: {error}") from error
-            if len(results) != len(chunk):
-                raise ValueError(f"judge.judge_batch returned {len(results)} answers for {len(chunk)} comparisons")
-            answers.extend(validate_judgement(result, call[2]) for result, call in zip(results, chunk))
-    else:
-        for first, second, where in calls:
-            try:
-                answer = judge(first, second)
-            except ValueError as error:
-                raise ValueError(f"{where}: {error}") from error
-            answers.append(validate_judgement(answer, where))
+    with tqdm(total=len(calls), desc=desc, unit="judgement", disable=not progress_bar) as progress:
+        if callable(judge_batch):
+            for start in range(0, len(calls), 2 * batch_size):
+                chunk = calls[start : start + 2 * batch_size]
+                try:
+                    results = list(judge_batch([call[0] for call in chunk], [call[1] for call in chunk]))
+                except ValueError as error:
+                    raise ValueError(f"judging {chunk[0][2]} ... {chunk[-1][2]}: {error}") from error
+                if len(results) != len(chunk):
+                    raise ValueError(f"judge.judge_batch returned {len(results)} answers for {len(chunk)} comparisons")
+                answers.extend(validate_judgement(result, call[2]) for result, call in zip(results, chunk))
+                progress.update(len(chunk))
+        else:
+            for first, second, where in calls:
+                try:
+                    answer = judge(first, second)
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}") from error
+                answers.append(validate_judgement(answer, where))
+                progress.update(1)
     winners: list[int | str] = []
     for k in range(len(comparisons)):
         forward, backward = answers[2 * k], answers[2 * k + 1]
@@ -243,6 +252,7 @@ def build_joint_pairs(
     num_pairs_per_row: int = 1,
     batch_size: int = 64,
     return_stats: bool = False,
+    progress_bar: bool = True,
 ) -> Dataset | tuple[Dataset, PairStats]:
     """Build joint preference pairs (the DOVE paper's D_H) from rows with one response per instruction (D_S).
 
@@ -267,6 +277,7 @@ def build_joint_pairs(
         num_pairs_per_row (`int`, defaults to `1`): Partners drawn per row.
         batch_size (`int`, defaults to `64`): Comparisons per `judge_batch` call.
         return_stats (`bool`, defaults to `False`): Also return the `PairStats`.
+        progress_bar (`bool`, defaults to `True`): Show a progress bar over the judge calls.
 
     Returns:
         `Dataset` with the columns `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected` (the `DOVETrainer`
@@ -331,7 +342,7 @@ def build_joint_pairs(
         )
         for i, j in partners
     ]
-    winners, judge_calls = _judge_both_orders(judge, comparisons, batch_size)
+    winners, judge_calls = _judge_both_orders(judge, comparisons, batch_size, progress_bar, "Judging joint pairs")
 
     output: dict[str, list[Any]] = {"chosen_prompt": [], "chosen": [], "rejected_prompt": [], "rejected": []}
     for (i, j), winner in zip(partners, winners):
@@ -366,6 +377,7 @@ def build_conditional_pairs(
     completion_columns: str | Sequence[str] | None = None,
     batch_size: int = 64,
     return_stats: bool = False,
+    progress_bar: bool = True,
 ) -> Dataset | tuple[Dataset, PairStats]:
     """Build conditional preference pairs (the DOVE paper's D_C) from rows with two responses per instruction.
 
@@ -384,6 +396,7 @@ def build_conditional_pairs(
             DOVE authors' schema), `("response_a", "response_b")`, `"completions"`, `"responses"`.
         batch_size (`int`, defaults to `64`): Comparisons per `judge_batch` call.
         return_stats (`bool`, defaults to `False`): Also return the `PairStats`.
+        progress_bar (`bool`, defaults to `True`): Show a progress bar over the judge calls.
 
     Returns:
         `Dataset` with the columns `prompt`, `chosen`, `rejected` (TRL's preference format), one row per kept input
@@ -465,7 +478,9 @@ def build_conditional_pairs(
         )
         for index in asked_indices
     ]
-    winners, judge_calls = _judge_both_orders(judge, comparisons, batch_size)
+    winners, judge_calls = _judge_both_orders(
+        judge, comparisons, batch_size, progress_bar, "Judging conditional pairs"
+    )
 
     output: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": []}
     for index, winner in zip(asked_indices, winners):

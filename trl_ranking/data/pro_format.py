@@ -237,7 +237,7 @@ def _parse_prefix(prefix: Any, num_suffixes: int, where: str) -> tuple[list[str]
 def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | None = None) -> None:
     """Write ranking rows (or TRL preference rows, a ranking of two) as PRO-format jsonl, gzipped if `path` ends in `.gz`.
 
-    The inverse of [`load_pro_jsonl`], writing the official layout (one copy of the prompt per candidate):
+    The inverse of `load_pro_jsonl`, writing the official layout (one copy of the prompt per candidate):
 
     - An HH-RLHF transcript prompt (`"\\n\\nHuman: ...\\n\\nAssistant:"`) or a conversational prompt (user and
       assistant messages) becomes a list of `<|prompter|>`/`<|assistant|>` turns ending with the bare

@@ -90,7 +90,7 @@ def rank_completions(
 
     The scorer sees the values as they are in the dataset: strings for standard rows, lists of messages for
     conversational rows (a prompt is a list of `{"role", "content"}` messages and a completion a list holding the
-    assistant message). [`~trl_ranking.rewards.RewardModelScorer`] renders conversational pairs with the tokenizer's
+    assistant message). `trl_ranking.rewards.RewardModelScorer` renders conversational pairs with the tokenizer's
     chat template and standard pairs by concatenating prompt and completion; a custom scorer must accept whichever
     form the dataset holds.
 
@@ -99,7 +99,7 @@ def rank_completions(
             Ranking rows (`prompt`, `completions`, optional `rewards`, which are overwritten) or preference rows.
         scorer (`Callable[[list, list], list[float]]`):
             `scorer(prompts, completions)` returning one finite score per pair, higher is better, e.g. a
-            [`~trl_ranking.rewards.RewardModelScorer`].
+            `trl_ranking.rewards.RewardModelScorer`.
         rows_per_call (`int`, defaults to `64`):
             Number of rows whose pairs go to the scorer in one call (the scorer batches inside a call).
         progress_bar (`bool`, defaults to `True`):
@@ -195,13 +195,13 @@ def add_completions(
     """Extend each row's `completions` with `num_completions` responses sampled from a causal LM.
 
     This is the PRO paper's HH-RLHF_{LLM,i} augmentation: new candidates are generated for every prompt and appended
-    after the existing ones; [`rank_completions`] then orders the extended ranking with a reward model. Generation
-    goes through [`~trl_ranking.evaluation.generate_responses`] (batched, left padding, no gradients, eval mode,
+    after the existing ones; `rank_completions` then orders the extended ranking with a reward model. Generation
+    goes through `trl_ranking.evaluation.generate_responses` (batched, left padding, no gradients, eval mode,
     progress bar, HH-style prompts stopped at the next `"\\n\\nHuman:"` turn). Responses are kept as generated (an
     HH response keeps its leading space, like the dataset's completions); conversational rows get them as
     `[{"role": "assistant", "content": response}]`.
 
-    Existing `rewards` no longer cover the new completions, so the column is dropped (run [`rank_completions`] to
+    Existing `rewards` no longer cover the new completions, so the column is dropped (run `rank_completions` to
     score everything again). TRL preference rows are read as a ranking of two (`chosen` first) and come back as
     ranking rows.
 

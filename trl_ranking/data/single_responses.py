@@ -36,7 +36,7 @@ def select_single_responses(
     gives two, a prompt-completion row one, a `completions` list each of its items); rows that repeat an instruction
     (same text, surrounding whitespace ignored; same messages) are merged, so each instruction appears once, at the
     position of its first row. One of its responses is drawn uniformly at random with `random.Random(seed)`, so the
-    result depends only on `seed` and the input. The result feeds [`build_joint_pairs`]. The counts (rows read,
+    result depends only on `seed` and the input. The result feeds `build_joint_pairs`. The counts (rows read,
     instructions kept, repeated rows merged) are logged at INFO level.
 
     Args:

@@ -11,10 +11,10 @@ from ..validation import check_finite_floats
 @dataclass
 class DOVEConfig(PackedLayoutConfigMixin, DPOConfig):
     r"""
-    Configuration class for the [`DOVETrainer`]: joint preference optimization over instruction-response pairs (Bansal
+    Configuration class for the `DOVETrainer`: joint preference optimization over instruction-response pairs (Bansal
     et al., 2024, "Comparing Bad Apples to Good Oranges", [arXiv 2404.00530](https://huggingface.co/papers/2404.00530)).
 
-    Everything [`~trl.DPOConfig`] has is accepted and means what it means there: DOVE is DPO's loss computed on joint
+    Everything `trl.DPOConfig` has is accepted and means what it means there: DOVE is DPO's loss computed on joint
     log-probabilities `log p(I, R)` (every token of the templated instruction and of the response, EOS included, except
     the first token of the row) instead of `log p(R | I)`. Every DPO `loss_type` that works on chosen/rejected
     log-ratios applies unchanged; the options that count tokens (`ld_alpha`, `use_weighting`, `"ipo"`,

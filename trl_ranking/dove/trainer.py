@@ -211,7 +211,7 @@ class DOVETrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     for the policy and the reference alike. With equal instructions the instruction terms cancel in the log-ratio
     difference and DOVE equals DPO (the paper's Appendix D). `DOVEConfig(joint=False)` scores `log p(R | I)` instead.
 
-    This class subclasses [`~trl.DPOTrainer`] and takes the same arguments; only the dataset tokenization and the
+    This class subclasses `trl.DPOTrainer` and takes the same arguments; only the dataset tokenization and the
     collator change (the collator marks the instruction tokens as scored), so every DPO `loss_type` working on
     chosen/rejected log-ratios, the reference model, the PEFT adapter switched off as reference and
     `precompute_ref_log_probs` work as in DPO. A DPO dataset trains unchanged as conditional pairs.
@@ -257,28 +257,28 @@ class DOVETrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     ```
 
     Args:
-        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+        model (`str` or `transformers.PreTrainedModel` or `peft.PeftModel`):
             Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
             instantiated causal LM.
-        ref_model ([`~transformers.PreTrainedModel`], *optional*):
+        ref_model (`transformers.PreTrainedModel`, *optional*):
             Reference model (the SFT model). If `None`, TRL's default applies: the PEFT adapter switched off (the
             paper's setting), or a copy of the initial model, or precomputed log-probs.
-        args ([`DOVEConfig`], *optional*):
+        args (`DOVEConfig`, *optional*):
             Configuration. If `None`, a default `DOVEConfig` is used.
         data_collator (`DataCollator`, *optional*):
-            Defaults to [`DataCollatorForJointPreference`] with `joint=args.joint`.
-        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Defaults to `DataCollatorForJointPreference` with `joint=args.joint`.
+        train_dataset (`datasets.Dataset` or `datasets.IterableDataset`):
             Joint rows `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`; conditional rows with one shared
             `prompt` (DPO rows, explicit or implicit prompt); or a mix (`None` in the columns a row does not use).
             Standard or conversational: conversational rows put each side's own prompt through the chat template.
         eval_dataset: Same format as `train_dataset`, or a dict of such datasets.
-        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+        processing_class (`transformers.PreTrainedTokenizerBase`, *optional*):
             Tokenizer. If `None`, loaded from the model. `pad_token` defaults to `eos_token`.
-        compute_metrics, callbacks, optimizers: As in [`~trl.DPOTrainer`].
-        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+        compute_metrics, callbacks, optimizers: As in `trl.DPOTrainer`.
+        quantization_config (`transformers.BitsAndBytesConfig`, *optional*):
             Quantization used when `model` is a model id or path. Combine with `peft_config` for QLoRA (the paper's
             recipe: 4-bit base, LoRA r=8, alpha=16, dropout 0.05, beta=0.1).
-        peft_config ([`~peft.PeftConfig`], *optional*):
+        peft_config (`peft.PeftConfig`, *optional*):
             PEFT configuration used to wrap the model.
     """
 

@@ -6,7 +6,7 @@ constraint text is the IFEval checker's own description, and the checks are the 
 library (`if_verifiable.ifeval`, the Google Research code): nothing is checked here.
 
 The reward of a response is the share of its prompt's constraints it meets (IFEval's strict instruction-level score);
-[`constraint_metrics`] aggregates IFEval's prompt-level and instruction-level accuracy and the mean reward.
+`constraint_metrics` aggregates IFEval's prompt-level and instruction-level accuracy and the mean reward.
 
 The catalogue keeps to checkers that need no NLTK data download (sentence counting needs `punkt_tab`, which these
 machines do not have), and to constraints a small instruct model meets sometimes but not always with short answers, so
@@ -164,7 +164,7 @@ def build_constraint_prompts(
         instructions: The real instructions (non-empty strings).
         seed: Seed of the draw; the same seed and instructions give the same rows.
         num_constraints: How many constraints a prompt gets, drawn uniformly from these values.
-        constraints: The constraint kinds to draw from (default: [`DEFAULT_CONSTRAINTS`]).
+        constraints: The constraint kinds to draw from (default: `DEFAULT_CONSTRAINTS`).
         conversational: Give `prompt` as TRL messages (`[{"role": "user", "content": ...}]`) instead of a string.
         sources: Optional source name per instruction, copied to a `source` field.
 
@@ -299,7 +299,7 @@ def constraint_metrics(rows: Sequence[Mapping[str, Any]], responses: Sequence[st
 
 
 class ConstraintScorer:
-    """A reward-model-like callable `(prompts, completions) -> list[float]` backed by [`constraint_reward`].
+    """A reward-model-like callable `(prompts, completions) -> list[float]` backed by `constraint_reward`.
 
     It looks each prompt up among the rows it was built with (by the prompt's user text), so it can serve as
     `PROTrainer(reward_model=...)` for self-bootstrapping or as a judge's scorer.

@@ -21,7 +21,7 @@ DOVE_TEMPERATURES: tuple[float, ...] = (0.001, 0.5, 1.0)
 
 
 def format_dove_table(results: Mapping[str, Any]) -> str:
-    """Render the result of [`evaluate_dove_win_rates`] as a Markdown table, one line per temperature."""
+    """Render the result of `evaluate_dove_win_rates` as a Markdown table, one line per temperature."""
     lines = [
         "| temperature | judged | failed | win | tie | lose | win rate (ties 1/2) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -58,7 +58,7 @@ def evaluate_dove_win_rates(
     As the official scripts do (`dove/inference.py`, `dove/auto_eval.py`), for each temperature the model samples one
     response per prompt (`do_sample=True`, `temperature=t`, at most 400 new tokens, no stop string; seeded with
     `torch.manual_seed(seed)` before each temperature), and the judge compares it with the gold response in both
-    orders ([`pairwise_win_rate`] with `rule="dove"`): the model wins when preferred in both orders, loses when the
+    orders (`pairwise_win_rate` with `rule="dove"`): the model wins when preferred in both orders, loses when the
     gold is, and a flip is a tie. The win rate is `100 * (win + tie / 2)` over the judged prompts; a prompt on which
     the judge gave no verdict (`None`) is skipped and counted in `failed`, as the official script skips it.
 
@@ -73,8 +73,8 @@ def evaluate_dove_win_rates(
         prompts (`list`): The formatted prompts (500 test instructions in the paper).
         gold_responses (`list`): The gold response of each prompt (`gold_response` of the DOVE test files).
         judge (`Callable[[tuple, tuple], int | None]`): The judge, e.g. an
-            [`~trl_ranking.judges.OpenAIChatJudge`] (the paper: GPT-3.5-turbo) or a
-            [`~trl_ranking.judges.RewardModelJudge`].
+            `trl_ranking.judges.OpenAIChatJudge` (the paper: GPT-3.5-turbo) or a
+            `trl_ranking.judges.RewardModelJudge`.
         output_path (`str` or `Path`, *optional*): Where to save the results as JSON.
         temperatures (`list[float]`, defaults to `(0.001, 0.5, 1.0)`): The sampling temperatures.
         max_new_tokens (`int`, defaults to `400`): Maximum new tokens per response (the official value).
@@ -83,7 +83,7 @@ def evaluate_dove_win_rates(
         seed (`int`, defaults to `0`): Seed set before sampling at each temperature.
         judge_batch_size (`int`, defaults to `32`): Prompts per `judge_batch` call.
         save_predictions (`bool`, defaults to `False`): Keep the responses of each temperature in the results.
-        print_table (`bool`, defaults to `True`): Print the table ([`format_dove_table`]).
+        print_table (`bool`, defaults to `True`): Print the table (`format_dove_table`).
         progress_bar (`bool`, defaults to `True`): Show progress bars.
         **generation_kwargs: Passed to `model.generate` (e.g. `top_k=0`).
 

@@ -51,7 +51,7 @@ def bleu(
     By default this is corpus BLEU (`sacrebleu.corpus_bleu`, its default `13a` tokenization), the standard,
     comparable figure; `sentence_level=True` averages sacreBLEU's sentence BLEU (exponential smoothing). Neither is
     the number the PRO paper reports: its official evaluation averages NLTK `sentence_bleu` on raw strings, i.e.
-    over character n-grams without smoothing, which [`pro_bleu`] reproduces.
+    over character n-grams without smoothing, which `pro_bleu` reproduces.
 
     Args:
         predictions (`list[str]`): The generated texts.
@@ -105,7 +105,7 @@ def compute_rewards(
     into (0, 1) so that one outlier cannot dominate the mean.
 
     Args:
-        scorer (`Callable[[list, list], list[float]]`): e.g. a [`~trl_ranking.rewards.RewardModelScorer`].
+        scorer (`Callable[[list, list], list[float]]`): e.g. a `trl_ranking.rewards.RewardModelScorer`.
         prompts (`list`): The prompts, strings or message lists (passed to the scorer unchanged).
         responses (`list`): One response per prompt.
         sigmoid (`bool`, defaults to `True`): Return `sigmoid(score)` instead of the raw score.
@@ -136,7 +136,7 @@ def mean_reward(
     *,
     sigmoid: bool = True,
 ) -> float:
-    """Mean of [`compute_rewards`]: the PRO paper's reward metric, `mean(sigmoid(r))` on a 0-1 scale.
+    """Mean of `compute_rewards`: the PRO paper's reward metric, `mean(sigmoid(r))` on a 0-1 scale.
 
     Example:
 
@@ -159,7 +159,7 @@ def pro_bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     string character by character, so the n-grams (n = 1..4, uniform weights) are **character** n-grams, and no
     smoothing is applied (an example with no matching character 4-gram scores ~0). The paper's table reports the
     mean over examples x100. This function computes exactly that (NLTK's zero-count warnings are silenced); use
-    [`bleu`] for the standard, word-level sacreBLEU figure.
+    `bleu` for the standard, word-level sacreBLEU figure.
 
     Args:
         predictions (`list[str]`): The generated texts.
@@ -237,8 +237,8 @@ def pairwise_win_rate(
         responses_b (`list`): The responses it is compared with (a baseline, or the reference answers).
         rule (`str`, defaults to `"dove"`): How the two orders combine, `"dove"` or `"pro"` (see above).
         batch_size (`int`, defaults to `32`): Prompts per call of the judge's `judge_batch(firsts, seconds)` method,
-            used when the judge has one (as [`~trl_ranking.judges.RewardModelJudge`] and
-            [`~trl_ranking.judges.OpenAIChatJudge`] do); plain callables are called once per comparison.
+            used when the judge has one (as `trl_ranking.judges.RewardModelJudge` and
+            `trl_ranking.judges.OpenAIChatJudge` do); plain callables are called once per comparison.
         progress_bar (`bool`, defaults to `False`): Show a `tqdm` progress bar.
 
     Returns:

@@ -75,7 +75,7 @@ def _references(dataset: Any, subset: str, reference_column: str | None) -> list
 
 
 def format_pro_table(results: Mapping[str, Any]) -> str:
-    """Render the result of [`evaluate_pro_table_row`] as a Markdown table (one line per subset, then the total)."""
+    """Render the result of `evaluate_pro_table_row` as a Markdown table (one line per subset, then the total)."""
     lines = [
         "| subset | examples | BLEU (paper, NLTK) | sacreBLEU | reward (x100) |",
         "|---|---:|---:|---:|---:|",
@@ -108,13 +108,13 @@ def evaluate_pro_table_row(
 ) -> dict[str, Any]:
     """Produce a model's row of the PRO paper's automatic-evaluation table: BLEU and reward on each test subset.
 
-    For every subset the model answers each `prompt` ([`generate_responses`]: greedy, `max_new_tokens=128`, prompts
+    For every subset the model answers each `prompt` (`generate_responses`: greedy, `max_new_tokens=128`, prompts
     left-truncated to 384 = 512 - 128 tokens, responses cut at the first `"Human:"`, `"human:"`, `"Assistant:"` or
     `"assistant:"`, as the official `infer_func_now.py` does); the responses are stripped and then
 
-    - **BLEU** (`bleu`): the paper's number, [`pro_bleu`]: NLTK sentence BLEU on raw strings (character n-grams, no
+    - **BLEU** (`bleu`): the paper's number, `pro_bleu`: NLTK sentence BLEU on raw strings (character n-grams, no
       smoothing), averaged over examples, x100, against the reference response. `sacrebleu` holds the standard
-      word-level corpus BLEU ([`bleu`]) beside it.
+      word-level corpus BLEU (`bleu`) beside it.
     - **reward** (`reward`): mean over examples of `sigmoid(scorer(prompt, response))` **x100**, the scale of the
       paper's table (the official `infer_and_eval_main_reward.py` stores `sigmoid` per example). The official
       reward model (OpenAssistant's `oasst-rm-2-pythia-6.9b-epoch-1`) reads
@@ -134,10 +134,10 @@ def evaluate_pro_table_row(
         model (`PreTrainedModel`): The causal LM under evaluation.
         tokenizer (`PreTrainedTokenizerBase`): Its tokenizer.
         test_sets (`dict[str, datasets.Dataset]`): Test subsets by name (e.g. `{"harmless_base": ...,
-            "helpful_base": ...}`), preference rows (`prompt`/`chosen`/`rejected`, as [`~trl_ranking.data.load_hh_rlhf`]
+            "helpful_base": ...}`), preference rows (`prompt`/`chosen`/`rejected`, as `trl_ranking.data.load_hh_rlhf`
             gives) or ranking rows (`prompt`/`completions`), standard or conversational.
         scorer (`Callable[[list, list], list[float]]`): The reward model, e.g. a
-            [`~trl_ranking.rewards.RewardModelScorer`]; it gets the prompts as in the dataset and the stripped
+            `trl_ranking.rewards.RewardModelScorer`; it gets the prompts as in the dataset and the stripped
             responses as strings.
         output_path (`str` or `Path`, *optional*): Where to save the results as JSON.
         max_new_tokens (`int`, defaults to `128`): Maximum new tokens per response.
@@ -147,10 +147,10 @@ def evaluate_pro_table_row(
         rerank_references (`list[str]`, defaults to `()`): Subsets whose reference is the candidate the `scorer`
             rewards most (the official harmless-base test file) instead of the first one.
         stop_strings (`list[str]`, `"pro"`, `"auto"` or `None`, defaults to `"pro"`): Passed to
-            [`generate_responses`]; `"pro"` is the official evaluation's cut.
+            `generate_responses`; `"pro"` is the official evaluation's cut.
         save_predictions (`bool`, defaults to `False`): Also store the generated responses (per subset, under
             `"predictions"`) in the results and the JSON file.
-        print_table (`bool`, defaults to `True`): Print the table ([`format_pro_table`]).
+        print_table (`bool`, defaults to `True`): Print the table (`format_pro_table`).
         progress_bar (`bool`, defaults to `True`): Show `tqdm` progress bars.
         **generation_kwargs: Passed to `model.generate`.
 

@@ -60,7 +60,7 @@ def make_reward_scorer(
 ) -> Scorer:
     """Turn `PROTrainer`'s `reward_model` argument into a scorer `scorer(prompts, completions) -> list[float]`.
 
-    A [`~trl_ranking.rewards.RewardModelScorer`] or any other callable is used as it is. A sequence-classification
+    A `trl_ranking.rewards.RewardModelScorer` or any other callable is used as it is. A sequence-classification
     model (`num_labels=1`), or a path to one, is wrapped with `RewardModelScorer` (its tokenizer is
     `reward_processing_class`, or loaded from the path), on `device` unless the model is quantized or dispatched with a
     `device_map`.
@@ -247,15 +247,15 @@ class _Round:
 # The machinery PROTrainer drives
 # ----------------------------------------------------------------------------------------------------------------------
 class SelfBootstrapper:
-    """Runs Algorithm 1 of the PRO paper inside a [`PROTrainer`] run (the design is in `docs/bootstrap.md`).
+    """Runs Algorithm 1 of the PRO paper inside a `PROTrainer` run (the design is in `docs/bootstrap.md`).
 
     The trainer hands over four hooks: `train_dataloader` (its `get_train_dataloader`), `training_step`, `start`
     (called by `train` with `resume_from_checkpoint`) and `save_checkpoint` (called by `_save_checkpoint`).
 
     Args:
-        trainer ([`PROTrainer`]): The trainer, once `DPOTrainer.__init__` has run.
-        raw_dataset ([`~datasets.Dataset`]): The training rows as given (text), in order.
-        reward_model: A scorer callable, a sequence-classification model or a path (see [`make_reward_scorer`]).
+        trainer (`PROTrainer`): The trainer, once `DPOTrainer.__init__` has run.
+        raw_dataset (`datasets.Dataset`): The training rows as given (text), in order.
+        reward_model: A scorer callable, a sequence-classification model or a path (see `make_reward_scorer`).
         reward_processing_class: The reward model's tokenizer, for a model instance.
     """
 
@@ -303,7 +303,7 @@ class SelfBootstrapper:
 
     # -- dataloader ----------------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """The train dataloader of bootstrap mode: batches of keys from a [`ChunkSampler`], prepared by accelerate."""
+        """The train dataloader of bootstrap mode: batches of keys from a `ChunkSampler`, prepared by accelerate."""
         trainer, args = self.trainer, self.trainer.args
         world = trainer.accelerator.num_processes
         batch_size = trainer._train_batch_size

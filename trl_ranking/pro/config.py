@@ -18,10 +18,10 @@ REFERENCE_LOSSES = ("listmle", "lipo_lambda", "dpo_pairs")
 @dataclass
 class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     r"""
-    Configuration class for the [`PROTrainer`]: Preference Ranking Optimization (Song et al., 2023,
+    Configuration class for the `PROTrainer`: Preference Ranking Optimization (Song et al., 2023,
     [arXiv 2306.17492](https://huggingface.co/papers/2306.17492)).
 
-    Everything [`~trl.DPOConfig`] has is accepted and means what it means there. `loss_type` and `loss_weights`
+    Everything `trl.DPOConfig` has is accepted and means what it means there. `loss_type` and `loss_weights`
     follow DPO's convention but name the losses of the listwise family (see `docs/listwise.md`); the other DPO loss
     options (`ld_alpha`, `f_divergence_type`, `use_weighting`, `label_smoothing`) have no meaning here and are
     rejected when set. `beta` scales the reference-based scores `s_i = beta * (logp_i - ref_i)` of `"listmle"`,
@@ -150,7 +150,7 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
             skipped steps in the `nonfinite_steps` metric.
 
     > [!NOTE]
-    > Defaults that differ from [`~trl.DPOConfig`]: `learning_rate` is `5e-6` (the paper's recipe) instead of `1e-6`.
+    > Defaults that differ from `trl.DPOConfig`: `learning_rate` is `5e-6` (the paper's recipe) instead of `1e-6`.
     """
 
     learning_rate: float = field(

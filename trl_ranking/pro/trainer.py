@@ -168,7 +168,7 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     (RAFT) and `"dpo_pairs"` (DPO on pairs of the ranking); see `trl_ranking.losses` and `docs/listwise.md`. Only
     `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` use a reference model.
 
-    This class subclasses [`~trl.DPOTrainer`] and takes the same arguments: a user of `DPOTrainer` changes the class
+    This class subclasses `trl.DPOTrainer` and takes the same arguments: a user of `DPOTrainer` changes the class
     and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
 
     Each prompt is processed once by default (`PROConfig.prefix_sharing`: one row `[prompt][candidate 1]...[candidate
@@ -203,36 +203,36 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     ```
 
     Args:
-        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+        model (`str` or `transformers.PreTrainedModel` or `peft.PeftModel`):
             Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
             instantiated causal LM.
-        ref_model ([`~transformers.PreTrainedModel`], *optional*):
+        ref_model (`transformers.PreTrainedModel`, *optional*):
             Reference model, only with a reference-based `args.loss_type` (`"listmle"`, `"lipo_lambda"`,
             `"dpo_pairs"`) or `args.reference_normalized=True`. If `None` there, TRL's default applies: the PEFT adapter
             switched off, or a copy of the initial model, or precomputed log-probs.
-        args ([`PROConfig`], *optional*):
+        args (`PROConfig`, *optional*):
             Configuration. If `None`, a default `PROConfig` is used.
         data_collator (`DataCollator`, *optional*):
-            Defaults to [`DataCollatorForRanking`].
-        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Defaults to `DataCollatorForRanking`.
+        train_dataset (`datasets.Dataset` or `datasets.IterableDataset`):
             Ranking rows `prompt`, `completions` (best first) and optional `rewards` (one float per completion; the
             ranking is then their descending order), or DPO rows `prompt`/`chosen`/`rejected` with optional
             `score_chosen`/`score_rejected`. Standard or conversational, explicit or implicit prompt.
         eval_dataset: Same format as `train_dataset`, or a dict of such datasets.
-        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+        processing_class (`transformers.PreTrainedTokenizerBase`, *optional*):
             Tokenizer. If `None`, loaded from the model. `pad_token` defaults to `eos_token`.
-        compute_metrics, callbacks, optimizers: As in [`~trl.DPOTrainer`].
-        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+        compute_metrics, callbacks, optimizers: As in `trl.DPOTrainer`.
+        quantization_config (`transformers.BitsAndBytesConfig`, *optional*):
             Quantization used when `model` is a model id or path. Combine with `peft_config` for QLoRA.
-        peft_config ([`~peft.PeftConfig`], *optional*):
+        peft_config (`peft.PeftConfig`, *optional*):
             PEFT configuration used to wrap the model.
-        reward_model (`Callable` or [`~transformers.PreTrainedModel`] or `str`, *optional*):
+        reward_model (`Callable` or `transformers.PreTrainedModel` or `str`, *optional*):
             Only with `args.self_bootstrap=True` (the paper's Algorithm 1), where it is required: it scores every
             candidate of a chunk, original and sampled, before re-ranking. A scorer callable
             `scorer(prompts, completions) -> list[float]` (one finite score per pair, higher is better), or a
             sequence-classification model with `num_labels=1` (or its path), wrapped with
-            [`~trl_ranking.rewards.RewardModelScorer`].
-        reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            `trl_ranking.rewards.RewardModelScorer`.
+        reward_processing_class (`transformers.PreTrainedTokenizerBase`, *optional*):
             The reward model's tokenizer, when `reward_model` is a model instance.
     """
 
