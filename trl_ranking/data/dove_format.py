@@ -14,8 +14,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..tokenization import is_conversational_value
 from .jsonl import PathLike, as_files, iter_jsonl, open_text
-from .ranking import is_messages
 
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def load_dove_jsonl(
 
 
 def _instruction(value: Any, template: tuple[str, str] | None, where: str) -> str:
-    if is_messages(value):
+    if is_conversational_value(value):
         if len(value) != 1 or value[0].get("role") != "user":
             raise ValueError(f"{where}: a conversational prompt must be a single user message for the DOVE format")
         value = str(value[0].get("content", ""))
@@ -114,7 +114,7 @@ def _instruction(value: Any, template: tuple[str, str] | None, where: str) -> st
 
 
 def _response(value: Any, where: str) -> str:
-    if is_messages(value):
+    if is_conversational_value(value):
         if len(value) != 1 or value[0].get("role") != "assistant":
             raise ValueError(f"{where}: a conversational response must be a single assistant message")
         return str(value[0].get("content", ""))

@@ -27,9 +27,10 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..tokenization import is_conversational_value
 from .hh_rlhf import _hh_messages
 from .jsonl import PathLike, as_files, iter_jsonl, open_text
-from .ranking import is_messages, ranking_view
+from .ranking import ranking_view
 
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def turns_to_messages(turns: list[str]) -> list[dict[str, str]]:
 
 def _prompt_to_turns(prompt: Any, where: str) -> list[str] | None:
     """A ranking row's prompt as PRO turns, or `None` for a plain-text (non-dialogue) prompt."""
-    if is_messages(prompt):
+    if is_conversational_value(prompt):
         turns = []
         for message in prompt:
             role = message.get("role")
@@ -104,7 +105,7 @@ def _prompt_to_turns(prompt: Any, where: str) -> list[str] | None:
 def _completion_text(completion: Any, where: str) -> str:
     if isinstance(completion, str):
         return completion
-    if is_messages(completion) and len(completion) == 1 and completion[0].get("role") == "assistant":
+    if is_conversational_value(completion) and len(completion) == 1 and completion[0].get("role") == "assistant":
         return str(completion[0].get("content", ""))
     raise ValueError(f"{where}: a completion must be a string or a single assistant message")
 
@@ -271,7 +272,7 @@ def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | Non
             prompt, completions, rewards = ranking_view(example, index)
             turns = _prompt_to_turns(prompt, where)
             suffixes = [_completion_text(completion, where) for completion in completions]
-            if turns is not None and not is_messages(prompt):
+            if turns is not None and not is_conversational_value(prompt):
                 suffixes = [s[1:] if s.startswith(" ") else s for s in suffixes]
             record: dict[str, Any] = {
                 "prefix": [turns if turns is not None else prompt for _ in suffixes],
