@@ -137,7 +137,7 @@ def load_pro_jsonl(
       index cannot be represented. Other keys (`meta`) are ignored.
 
     Raises:
-        ValueError: a malformed line, naming the file, the line number and the field.
+        ValueError: a malformed record, naming the file, the row (from 0) and the field.
 
     Example:
 
@@ -154,8 +154,8 @@ def load_pro_jsonl(
     rows: dict[str, list[Any]] = {"prompt": [], "completions": [], "rewards": []}
     with_rewards: bool | None = None
     for file in as_files(data_files):
-        for line_number, record in iter_jsonl(file):
-            where = f"{file}, line {line_number}"
+        for row, record in iter_jsonl(file):
+            where = f"{file}, row {row}"
             suffixes = record.get("suffix")
             if not isinstance(suffixes, list) or not suffixes or not all(isinstance(s, str) for s in suffixes):
                 raise ValueError(f"{where}: field 'suffix' must be a non-empty list of strings")
@@ -178,7 +178,8 @@ def load_pro_jsonl(
                 if not all(math.isfinite(r) for r in rewards):
                     raise ValueError(f"{where}: field 'reward' has a non-finite value")
 
-            sft_index = record.get("sft_index", 0)
+            sft_index = record.get("sft_index")
+            sft_index = 0 if sft_index is None else sft_index  # absent (`None` where other records have it)
             if sft_index != 0 or isinstance(sft_index, bool):
                 raise ValueError(
                     f"{where}: field 'sft_index' is {sft_index!r}; only 0 is supported (ranking rows train the SFT "
