@@ -26,7 +26,8 @@ examples/configs/dove_qlora.yaml.
 
 from __future__ import annotations
 
-from trl_ranking.cli import make_parser, run_training
+from trl_ranking.scripts.dove import main as train_dove
+from trl_ranking.scripts.dove import make_parser
 
 
 DOVE_QLORA_RECIPE = {
@@ -62,9 +63,9 @@ DOVE_QLORA_RECIPE = {
 
 
 def main(argv: list[str] | None = None):
-    parser = make_parser("dove", prog="python examples/dove_qlora.py")
+    parser = make_parser(prog="python examples/dove_qlora.py")
     parser.set_defaults(**DOVE_QLORA_RECIPE)
-    return run_training("dove", *parser.parse_args_and_config(argv))
+    return train_dove(*parser.parse_args_and_config(argv))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from trl_ranking.cli import make_parser, run_training
+from trl_ranking.scripts.pro import main as train_pro
+from trl_ranking.scripts.pro import make_parser
 
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,12 @@ def rank_hh_rlhf(
     """
     import torch
 
-    from trl_ranking.cli import DataArguments, _only_or, load_dataset_by_format
     from trl_ranking.data import rank_completions
     from trl_ranking.rewards import RewardModelScorer
+    from trl_ranking.scripts.utils import DataArguments, load_dataset_by_format, only_split
 
     pairs = load_dataset_by_format(dataset_name, DataArguments(dataset_format="hh_rlhf"), config=dataset_config)
-    pairs = _only_or(pairs, "train", dataset_name)
+    pairs = only_split(pairs, "train", dataset_name)
     if max_rows is not None:
         pairs = pairs.select(range(min(max_rows, len(pairs))))
     scorer = RewardModelScorer(
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["rank"]:
         return _rank_main(argv[1:])
-    parser = make_parser("pro", prog="python examples/pro_hh_rlhf.py")
+    parser = make_parser(prog="python examples/pro_hh_rlhf.py")
     parser.set_defaults(**PRO_HH_RLHF_RECIPE)
     parsed = parser.parse_args_and_config(argv)
     script_args, data_args = parsed[0], parsed[-1]
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None):
             "`--dataset_name hh_train_ranked.jsonl --dataset_format auto`.",
             script_args.dataset_name,
         )
-    return run_training("pro", *parsed)
+    return train_pro(*parsed)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import yaml
 from conftest import DOVE_DIR, HH_RLHF_FILE
 
 from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm, make_tiny_reward_model
-from trl_ranking.cli import detect_format, load_dataset_by_format, main, make_parser
+from trl_ranking.cli import main, make_parser
+from trl_ranking.scripts.utils import DataArguments, detect_format, load_dataset_by_format
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def test_command_help_has_trl_and_paper_flags(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--sft_weight", "--first_stage_only", "--dynamic_temperature", "--learning_rate", "--use_peft",
-                 "--lora_r", "--load_in_4bit", "--dataset_name", "--dataset_format", "--eval_split_size"):  # fmt: skip
+                 "--lora_r", "--load_in_4bit", "--dataset_name", "--dataset_format", "--test_split_size"):  # fmt: skip
         assert flag in text
     with pytest.raises(SystemExit):
         main(["dove", "--help"])
@@ -159,7 +160,8 @@ def test_unknown_arguments_go_to_accelerate_launch(monkeypatch):
     assert main(argv) == 0
     ((args, launched_env),) = launched
     assert args.num_processes == 2 and args.module and args.training_script == "trl_ranking.cli"
-    assert args.training_script_args == ["pro", "--model_name_or_path", "m", "--bf16", "false", "--output_dir", "o"]
+    # The command line goes on whole: the relaunched parser leaves the launch arguments aside again
+    assert args.training_script_args == ["pro", *argv[1:]]
     assert launched_env == "1" and "TRL_RANKING_LAUNCHED" not in os.environ  # set for the relaunched processes only
 
     with pytest.raises(SystemExit, match="--not_a_flag.*trl-ranking pro --help"):
@@ -246,8 +248,6 @@ def test_detect_format(workdir, pro_jsonl, dove_joint_jsonl):
 def test_load_dataset_by_format(workdir, monkeypatch):
     from datasets import Dataset
 
-    from trl_ranking.cli import DataArguments
-
     # A folder in a paper format, one subfolder per configuration, split files by name (the HH-RLHF hub layout)
     subset = workdir / "hh-layout" / "harmless-base"
     subset.mkdir(parents=True)
@@ -308,7 +308,7 @@ def test_pro_command_qlora_from_yaml_config(workdir, model_dir_4bit, pro_jsonl):
                 "sft_weight": 0.0,
                 "eval_strategy": "steps",
                 "eval_steps": 3,
-                "eval_split_size": 2,
+                "test_split_size": 2,
                 "env": {"TRL_RANKING_TEST_ENV": "from-yaml"},
             }
         )
@@ -499,8 +499,8 @@ def test_pro_example_ranks_the_pairs_with_the_reward_model_first(workdir, reward
     # The training step reads the ranked file with its rewards, and warns on raw pairs (the "-T" ablation)
     with caplog.at_level(logging.WARNING):
         called = {}
-        original = example.run_training
-        example.run_training = lambda command, *parsed: called.setdefault("data_args", parsed[-1])
+        original = example.train_pro
+        example.train_pro = lambda *parsed: called.setdefault("data_args", parsed[-1])
         try:
             example.main(["--model_name_or_path", "m", "--dataset_name", str(output_file), "--bf16", "false"])
             assert called["data_args"].dataset_format == "auto" and "-T" not in caplog.text
@@ -508,7 +508,7 @@ def test_pro_example_ranks_the_pairs_with_the_reward_model_first(workdir, reward
             example.main(["--model_name_or_path", "m", "--bf16", "false"])
             assert called["data_args"].dataset_format == "hh_rlhf" and "'-T' ablation" in caplog.text
         finally:
-            example.run_training = original
+            example.train_pro = original
 
 
 def test_dove_example_trains_tiny_model(workdir, model_dir, dove_joint_jsonl):

@@ -8,6 +8,9 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from trl.trainer.utils import pad
+
+from .tokenization import is_conversational_value
 
 
 logger = logging.getLogger(__name__)
@@ -15,10 +18,6 @@ logger = logging.getLogger(__name__)
 Messages = list[dict[str, Any]]
 PromptLike = str | Messages
 INPUT_FORMATS = ("default", "oasst")
-
-
-def _is_conversational(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(turn, dict) and "role" in turn for turn in value)
 
 
 class RewardModelScorer:
@@ -169,7 +168,7 @@ class RewardModelScorer:
                 f"{where}: input_format='oasst' needs a dialogue prompt (an HH-RLHF transcript or user/assistant "
                 "messages), got plain text"
             )
-        if _is_conversational(completion):
+        if is_conversational_value(completion):
             completion = "".join(str(message.get("content", "")) for message in completion)
         if not isinstance(completion, str):
             raise ValueError(f"{where}: field 'completion' must be a string or assistant messages")
@@ -189,14 +188,14 @@ class RewardModelScorer:
                     "use a string completion with a string prompt, or messages for both"
                 )
             return prompt, completion, False
-        if not _is_conversational(prompt):
+        if not is_conversational_value(prompt):
             raise ValueError(
                 f"pair {index}: field 'prompt' must be a string or a list of {{'role', 'content'}} messages, "
                 f"got {type(prompt).__name__}"
             )
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
-        elif not _is_conversational(completion):
+        elif not is_conversational_value(completion):
             raise ValueError(
                 f"pair {index}: field 'completion' must be a string or a list of {{'role', 'content'}} messages, "
                 f"got {type(completion).__name__}"
@@ -278,13 +277,9 @@ class RewardModelScorer:
             disable = not self.progress_bar or len(starts) < 2
             for start in tqdm(starts, desc="Scoring", unit="batch", leave=False, disable=disable):
                 batch_indices = order[start : start + self.batch_size]
-                width = max(len(encoded[i]) for i in batch_indices)
-                input_ids = torch.full((len(batch_indices), width), self.pad_token_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch_indices), width), dtype=torch.long)
-                for row, i in enumerate(batch_indices):
-                    ids = encoded[i]
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    attention_mask[row, : len(ids)] = 1
+                rows = [torch.tensor(encoded[i], dtype=torch.long) for i in batch_indices]
+                input_ids = pad(rows, padding_value=self.pad_token_id, padding_side="right")
+                attention_mask = pad([torch.ones_like(row) for row in rows], padding_side="right")
                 output = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
                 values = output.logits[:, 0].float().cpu().tolist()
                 for i, value in zip(batch_indices, values):

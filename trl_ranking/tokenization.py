@@ -18,8 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 def is_conversational_value(value: Any) -> bool:
-    """Whether a prompt or completion is a list of chat messages."""
-    return isinstance(value, list) and len(value) > 0 and isinstance(value[0], dict) and "role" in value[0]
+    """Whether a prompt or completion is a list of chat messages: TRL's `is_conversational` on one value (the one
+    check of the package; an empty list holds no message and is not conversational)."""
+    return isinstance(value, list) and len(value) > 0 and is_conversational({"prompt": value})
 
 
 def is_empty_text(value: Any) -> bool:

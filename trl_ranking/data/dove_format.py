@@ -14,8 +14,8 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..tokenization import is_conversational_value
 from .jsonl import PathLike, as_files, iter_jsonl, open_text
-from .ranking import is_messages
 
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def load_dove_jsonl(
             response an assistant message. Cannot be combined with `prompt_template`.
 
     Raises:
-        ValueError: a malformed line, naming the file, the line number and the field.
+        ValueError: a malformed record, naming the file, the row (from 0) and the field.
 
     Example:
 
@@ -77,10 +77,10 @@ def load_dove_jsonl(
     _check_template(prompt_template)
     rows: dict[str, list[Any]] = {"chosen_prompt": [], "chosen": [], "rejected_prompt": [], "rejected": []}
     for file in as_files(data_files):
-        for line_number, record in iter_jsonl(file):
+        for row, record in iter_jsonl(file):
             for field in _FIELDS:
                 if not isinstance(record.get(field), str):
-                    raise ValueError(f"{file}, line {line_number}: field '{field}' is missing or not a string")
+                    raise ValueError(f"{file}, row {row}: field '{field}' is missing or not a string")
             pairs = (
                 ("chosen", record["i_chosen"], record["r_chosen"]),
                 ("rejected", record["i_reject"], record["r_reject"]),
@@ -97,7 +97,7 @@ def load_dove_jsonl(
 
 
 def _instruction(value: Any, template: tuple[str, str] | None, where: str) -> str:
-    if is_messages(value):
+    if is_conversational_value(value):
         if len(value) != 1 or value[0].get("role") != "user":
             raise ValueError(f"{where}: a conversational prompt must be a single user message for the DOVE format")
         value = str(value[0].get("content", ""))
@@ -114,7 +114,7 @@ def _instruction(value: Any, template: tuple[str, str] | None, where: str) -> st
 
 
 def _response(value: Any, where: str) -> str:
-    if is_messages(value):
+    if is_conversational_value(value):
         if len(value) != 1 or value[0].get("role") != "assistant":
             raise ValueError(f"{where}: a conversational response must be a single assistant message")
         return str(value[0].get("content", ""))

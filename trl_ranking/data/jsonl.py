@@ -1,9 +1,9 @@
-"""Reading and writing JSON-lines files (gzipped or not), with errors that name the file, the line and the field."""
+"""Reading JSON-lines files (gzipped or not, local or `hf://`) with `datasets.load_dataset("json")`, with errors that
+name the file and, where `datasets` says it, the row; writing them."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -19,46 +19,53 @@ def open_text(path: PathLike, mode: str):
     return opener(path, mode + "t", encoding="utf-8")
 
 
-def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, record)` for the non-blank lines of a jsonl file.
+def _load_json_file(path: PathLike):
+    """`datasets.load_dataset("json", data_files=path, split="train")`, its errors turned into `ValueError`s that name
+    the file (the builder's own message already names the row of a JSON syntax error)."""
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
 
-    Lines are decoded one by one (UTF-8; a byte-order mark at the start of the file is skipped), so that every error
-    names the file and the line: malformed JSON, a line that is not UTF-8 (e.g. latin-1 bytes), a corrupt or
-    truncated gzip file. A file without any record raises too, instead of loading as 0 rows.
+    try:
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    except DatasetGenerationError as error:
+        cause = error.__cause__ or error
+        raise ValueError(f"{path}: not valid JSON lines, one object per line ({cause})") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error}); re-encode the file as UTF-8.") from error
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: the gzip file is corrupt or truncated ({error}).") from error
+    except StopIteration as error:  # an empty file stops the builder's schema inference
+        raise ValueError(f"{path}: the file holds no JSON record (it is empty or blank).") from error
+    except ValueError as error:
+        if "corresponds to no data" in str(error):  # a blank file yields no split
+            raise ValueError(f"{path}: the file holds no JSON record (it is empty or blank).") from error
+        # e.g. the builder's fallback reader, for fields whose type changes between records, on a blank line
+        raise ValueError(f"{path}: `datasets` could not read it as JSON lines ({error}).") from error
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(row, record)` for the records of a JSON-lines file, read with `datasets.load_dataset("json")`.
+
+    `row` counts the records from 0 (blank lines are not records). A field missing from some records is `None` in
+    them, as `datasets` fills it. A byte-order mark is skipped; errors name the file: malformed JSON (with the row
+    that `datasets` reports), a corrupt or truncated gzip file, a file without any record, and text that is not
+    UTF-8 (with the row where it is found).
 
     Raises:
-        ValueError: naming the file and the line.
+        ValueError: naming the file (and the row where known).
     """
-    line_number, records = 0, 0
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-                except UnicodeDecodeError as error:
-                    raise ValueError(
-                        f"{path}, line {line_number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
-                        f"{error.start + 1}); re-encode the file as UTF-8."
-                    ) from error
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from error
-                if not isinstance(record, dict):
-                    raise ValueError(
-                        f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}"
-                    )
-                records += 1
-                yield line_number, record
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise ValueError(
-            f"{path}, line {line_number + 1}: the gzip file is corrupt or truncated ({error})."
-        ) from error
-    if records == 0:
+    dataset = _load_json_file(path)
+    if len(dataset) == 0:
         raise ValueError(f"{path}: the file holds no JSON record (it is empty or blank).")
+    records = iter(dataset)  # iterating reads the table in batches (indexing row by row is much slower)
+    for row in range(len(dataset)):
+        try:
+            record = next(records)
+        except UnicodeDecodeError as error:  # found when the batch holding the bytes is decoded
+            raise ValueError(
+                f"{path}, near row {row}: not UTF-8 text ({error}); re-encode the file as UTF-8."
+            ) from error
+        yield row, record
 
 
 def as_files(data_files: PathLike | list[PathLike]) -> list[PathLike]:

@@ -27,9 +27,10 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..tokenization import is_conversational_value
 from .hh_rlhf import _hh_messages
 from .jsonl import PathLike, as_files, iter_jsonl, open_text
-from .ranking import is_messages, ranking_view
+from .ranking import ranking_view
 
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def turns_to_messages(turns: list[str]) -> list[dict[str, str]]:
 
 def _prompt_to_turns(prompt: Any, where: str) -> list[str] | None:
     """A ranking row's prompt as PRO turns, or `None` for a plain-text (non-dialogue) prompt."""
-    if is_messages(prompt):
+    if is_conversational_value(prompt):
         turns = []
         for message in prompt:
             role = message.get("role")
@@ -104,7 +105,7 @@ def _prompt_to_turns(prompt: Any, where: str) -> list[str] | None:
 def _completion_text(completion: Any, where: str) -> str:
     if isinstance(completion, str):
         return completion
-    if is_messages(completion) and len(completion) == 1 and completion[0].get("role") == "assistant":
+    if is_conversational_value(completion) and len(completion) == 1 and completion[0].get("role") == "assistant":
         return str(completion[0].get("content", ""))
     raise ValueError(f"{where}: a completion must be a string or a single assistant message")
 
@@ -136,7 +137,7 @@ def load_pro_jsonl(
       index cannot be represented. Other keys (`meta`) are ignored.
 
     Raises:
-        ValueError: a malformed line, naming the file, the line number and the field.
+        ValueError: a malformed record, naming the file, the row (from 0) and the field.
 
     Example:
 
@@ -153,8 +154,8 @@ def load_pro_jsonl(
     rows: dict[str, list[Any]] = {"prompt": [], "completions": [], "rewards": []}
     with_rewards: bool | None = None
     for file in as_files(data_files):
-        for line_number, record in iter_jsonl(file):
-            where = f"{file}, line {line_number}"
+        for row, record in iter_jsonl(file):
+            where = f"{file}, row {row}"
             suffixes = record.get("suffix")
             if not isinstance(suffixes, list) or not suffixes or not all(isinstance(s, str) for s in suffixes):
                 raise ValueError(f"{where}: field 'suffix' must be a non-empty list of strings")
@@ -177,7 +178,8 @@ def load_pro_jsonl(
                 if not all(math.isfinite(r) for r in rewards):
                     raise ValueError(f"{where}: field 'reward' has a non-finite value")
 
-            sft_index = record.get("sft_index", 0)
+            sft_index = record.get("sft_index")
+            sft_index = 0 if sft_index is None else sft_index  # absent (`None` where other records have it)
             if sft_index != 0 or isinstance(sft_index, bool):
                 raise ValueError(
                     f"{where}: field 'sft_index' is {sft_index!r}; only 0 is supported (ranking rows train the SFT "
@@ -271,7 +273,7 @@ def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | Non
             prompt, completions, rewards = ranking_view(example, index)
             turns = _prompt_to_turns(prompt, where)
             suffixes = [_completion_text(completion, where) for completion in completions]
-            if turns is not None and not is_messages(prompt):
+            if turns is not None and not is_conversational_value(prompt):
                 suffixes = [s[1:] if s.startswith(" ") else s for s in suffixes]
             record: dict[str, Any] = {
                 "prefix": [turns if turns is not None else prompt for _ in suffixes],

@@ -14,6 +14,9 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..generation import generate_responses
+from ..tokenization import is_conversational_value
+
 
 logger = logging.getLogger(__name__)
 
@@ -21,13 +24,6 @@ Scorer = Callable[[list[Any], list[Any]], Sequence[float]]
 """`scorer(prompts, completions) -> list[float]`: one score per (prompt, completion) pair, higher is better."""
 
 _PREFERENCE_COLUMNS = ("chosen", "rejected", "score_chosen", "score_rejected")
-
-
-def is_messages(value: Any) -> bool:
-    """Whether `value` is a conversational value: a list of `{"role", "content"}` messages."""
-    return (
-        isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(m, dict) and "role" in m for m in value)
-    )
 
 
 def ranking_view(example: dict[str, Any], index: int | None = None) -> tuple[Any, list[Any], list[float] | None]:
@@ -196,7 +192,7 @@ def add_completions(
 
     This is the PRO paper's HH-RLHF_{LLM,i} augmentation: new candidates are generated for every prompt and appended
     after the existing ones; `rank_completions` then orders the extended ranking with a reward model. Generation
-    goes through `trl_ranking.evaluation.generate_responses` (batched, left padding, no gradients, eval mode,
+    goes through `trl_ranking.generation.generate_responses` (batched, left padding, no gradients, eval mode,
     progress bar, HH-style prompts stopped at the next `"\\n\\nHuman:"` turn). Responses are kept as generated (an
     HH response keeps its leading space, like the dataset's completions); conversational rows get them as
     `[{"role": "assistant", "content": response}]`.
@@ -234,8 +230,6 @@ def add_completions(
     4
     ```
     """
-    from trl_ranking.evaluation.generation import generate_responses
-
     if not isinstance(num_completions, int) or num_completions < 1:
         raise ValueError(f"num_completions must be a positive integer, got {num_completions!r}")
     if "num_return_sequences" in generation_kwargs:
@@ -265,7 +259,7 @@ def add_completions(
     extended = []
     for index, (prompt, completions, _) in enumerate(views):
         new = responses[index * num_completions : (index + 1) * num_completions]
-        if is_messages(prompt):
+        if is_conversational_value(prompt):
             new = [[{"role": "assistant", "content": response}] for response in new]
         extended.append(list(completions) + new)
     return _replace_ranking_columns(dataset, extended, None)

@@ -1,7 +1,7 @@
-"""The papers' evaluation: batched generation, BLEU, sigmoid-normalised reward, judge win rates, the PRO table."""
+"""The papers' evaluation: batched generation (from `trl_ranking.generation`), BLEU, sigmoid-normalised reward, judge win rates, the PRO table."""
 
+from ..generation import HH_STOP_STRINGS, PRO_STOP_STRINGS, generate_responses, is_hh_prompt, truncate_at_stop_strings
 from .dove_table import DOVE_TEMPERATURES, evaluate_dove_win_rates, format_dove_table
-from .generation import HH_STOP_STRINGS, PRO_STOP_STRINGS, generate_responses, is_hh_prompt, truncate_at_stop_strings
 from .metrics import Judge, bleu, compute_rewards, mean_reward, pairwise_win_rate, pro_bleu
 from .pro_table import evaluate_pro_table_row, format_pro_table
 

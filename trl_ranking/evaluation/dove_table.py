@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .generation import generate_responses
+from ..generation import generate_responses
 from .metrics import Judge, pairwise_win_rate
 from .pro_table import write_results_json
 

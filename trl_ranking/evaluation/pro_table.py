@@ -8,9 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trl_ranking.data.ranking import is_messages
-
-from .generation import generate_responses
+from ..generation import generate_responses
+from ..tokenization import is_conversational_value
 from .metrics import bleu, compute_rewards, pro_bleu
 
 
@@ -21,7 +20,7 @@ def _reference_text(value: Any, subset: str, index: int) -> str:
     """A reference response as text: a string, or the content of the assistant message(s) of a conversational one."""
     if isinstance(value, str):
         return value.strip()
-    if is_messages(value):
+    if is_conversational_value(value):
         return "\n".join(str(message.get("content", "")) for message in value).strip()
     raise ValueError(
         f"{subset}, row {index}: the reference must be a string or a list of messages, got {type(value).__name__}"

@@ -27,9 +27,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from trl import DPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
-from ..data.ranking import is_messages
-from ..evaluation.generation import generate_responses
+from ..generation import generate_responses
 from ..rewards import RewardModelScorer
+from ..tokenization import is_conversational_value as is_messages
 from ..trainer_utils import keep_4bit_training_layout
 from ..validation import REWARD_DTYPE
 from .rows import dataset_has_rewards, to_ranking

@@ -1,4 +1,6 @@
-"""Batched response generation for evaluation and for growing rankings with sampled candidates."""
+"""Batched response generation (sampling answers from a model): used by the evaluation, by `add_completions` to grow
+rankings with sampled candidates, and by PRO's self-bootstrapping. A neutral module, so that neither the data tools
+nor the evaluation import each other for it."""
 
 from __future__ import annotations
 
@@ -6,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from trl.trainer.utils import pad
 
-from trl_ranking.data.ranking import is_messages
-from trl_ranking.tokenization import leading_special_ids, left_truncate_prompt
+from trl_ranking.tokenization import is_conversational_value, leading_special_ids, left_truncate_prompt
 
 
 HH_STOP_STRINGS: tuple[str, ...] = ("\n\nHuman:",)
@@ -121,7 +123,7 @@ def generate_responses(
 
     ```python
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
-    >>> from trl_ranking.evaluation import generate_responses
+    >>> from trl_ranking.generation import generate_responses
 
     >>> model = AutoModelForCausalLM.from_pretrained("path/to/policy")
     >>> tokenizer = AutoTokenizer.from_pretrained("path/to/policy")
@@ -138,7 +140,7 @@ def generate_responses(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_prompt_length is not None and (not isinstance(max_prompt_length, int) or max_prompt_length < 1):
         raise ValueError(f"max_prompt_length must be a positive integer or None, got {max_prompt_length!r}")
-    conversational = [is_messages(prompt) for prompt in prompts]
+    conversational = [is_conversational_value(prompt) for prompt in prompts]
     if any(conversational) and not all(conversational):
         raise ValueError("prompts mix standard text and conversational messages; use one kind")
     conversational = all(conversational)
@@ -202,12 +204,10 @@ def generate_responses(
                 range(0, len(order), batch_size), desc="Generating", disable=not progress_bar, unit="batch"
             ):
                 batch = order[start : start + batch_size]
-                width = max(len(encoded[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i], dtype=torch.long)
-                    attention_mask[row, width - len(encoded[i]) :] = 1
+                rows = [torch.tensor(encoded[i], dtype=torch.long) for i in batch]
+                input_ids = pad(rows, padding_value=pad_token_id, padding_side="left")
+                attention_mask = pad([torch.ones_like(row) for row in rows], padding_side="left")
+                width = input_ids.shape[1]
                 output = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
