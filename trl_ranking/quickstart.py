@@ -43,6 +43,17 @@ from typing import Any
 
 logger = logging.getLogger("trl_ranking.quickstart")
 
+# The PROConfig settings both runs share: a constant rate, fp32 on CPU, no checkpoints, no tracker, a few log lines
+_QUIET_CPU_RUN: dict[str, Any] = {
+    "lr_scheduler_type": "constant",
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "logging_steps": 4,
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "report_to": "none",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -295,16 +306,10 @@ def run_real(args) -> dict[str, Any]:
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=8,
         learning_rate=learning_rate,
-        lr_scheduler_type="constant",
         sft_weight=args.sft_weight,
         max_length=256,
         max_prompt_length=256 - args.max_new_tokens - 1,
-        gradient_checkpointing=False,
-        bf16=False,
-        logging_steps=4,
-        save_strategy="no",
-        disable_tqdm=True,
-        report_to="none",
+        **_QUIET_CPU_RUN,
         seed=args.seed,
     )
     trainer = PROTrainer(
@@ -423,15 +428,9 @@ def run_tiny(args) -> dict[str, Any]:
         per_device_train_batch_size=8,
         per_device_eval_batch_size=16,
         learning_rate=args.learning_rate if args.learning_rate is not None else 1e-3,
-        lr_scheduler_type="constant",
         max_length=96,
         max_prompt_length=64,
-        gradient_checkpointing=False,
-        bf16=False,
-        logging_steps=4,
-        save_strategy="no",
-        disable_tqdm=True,
-        report_to="none",
+        **_QUIET_CPU_RUN,
         seed=args.seed,
     )
     trainer = PROTrainer(
