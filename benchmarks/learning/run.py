@@ -428,10 +428,14 @@ def train_dpo(ctx: Context, name: str, pairs: str):
             )
     else:
         rows, _, extra = conditional_and_joint_pairs(ctx)
+    return _pair_trainer(ctx, DPOTrainer, DPOConfig(**_common_args(ctx, name), beta=ctx.cfg.beta), rows, extra)
+
+
+def _pair_trainer(ctx: Context, trainer_class, args, rows: list[dict], extra: dict):
+    """A DPO-shaped trainer (TRL's DPOTrainer or DOVETrainer) with LoRA on `rows`, its pair count recorded."""
     if not rows:
         raise RuntimeError("no preference pairs (every pair tied)")
-    args = DPOConfig(**_common_args(ctx, name), beta=ctx.cfg.beta)
-    trainer = DPOTrainer(
+    trainer = trainer_class(
         model=ctx.model_path,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -446,18 +450,8 @@ def train_dove(ctx: Context, name: str, joint: bool = True):
     from trl_ranking import DOVEConfig, DOVETrainer
 
     _, rows, extra = conditional_and_joint_pairs(ctx)
-    if not rows:
-        raise RuntimeError("no joint pairs (every pair tied)")
     args = DOVEConfig(**_common_args(ctx, name), beta=ctx.cfg.beta, joint=joint)
-    trainer = DOVETrainer(
-        model=ctx.model_path,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=ctx.tokenizer,
-        peft_config=_lora(ctx.cfg),
-    )
-    trainer.benchmark_data = {"pairs": len(rows), **extra}
-    return trainer
+    return _pair_trainer(ctx, DOVETrainer, args, rows, extra)
 
 
 def train_pro(ctx: Context, name: str, n: int, self_bootstrap: bool = False, **options):
