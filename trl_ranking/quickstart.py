@@ -31,6 +31,8 @@ bundled HH-RLHF pairs, which shows the machinery (loss falls, training rankings 
 from __future__ import annotations
 
 import argparse
+import functools
+import gzip
 import json
 import logging
 import os
@@ -145,24 +147,34 @@ def _load_instructions(seed: int, num_train: int, num_eval: int) -> tuple[list[s
     return pools["val_sft"][:num_train], pools["test"][:num_eval]
 
 
+# How the ranked answers are sampled; part of the bundled samples' key, so a change here samples them afresh
+_SAMPLING = {"temperature": 1.0, "top_p": 0.95}
+
+
+@functools.cache
+def _bundled_samples() -> dict[str, Any]:
+    """The bundled answers, read once (the training and the held-out rankings both look them up)."""
+    from trl_ranking.assets import bundled_quickstart_samples_path
+
+    return json.loads(gzip.decompress(Path(bundled_quickstart_samples_path()).read_bytes()))
+
+
 def _samples_key(rows, args) -> str:
     """What the sampled answers depend on: the prompts and the sampling settings (not the model path)."""
     import hashlib
 
-    settings = [row["prompt_text"] for row in rows] + [args.candidates, args.max_new_tokens, args.seed, 1.0, 0.95]
+    settings = [row["prompt_text"] for row in rows] + [args.candidates, args.max_new_tokens, args.seed]
+    settings += [_SAMPLING["temperature"], _SAMPLING["top_p"]]
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def _sampled_answers(model, tokenizer, rows, args, store: dict[str, Any]) -> list[str]:
     """`args.candidates` answers per prompt (flat, prompt-major): the bundled ones where they match, else sampled."""
-    import gzip
-
-    from trl_ranking.assets import bundled_quickstart_samples_path
     from trl_ranking.evaluation import generate_responses
 
     key = _samples_key(rows, args)
     if args.samples == "bundled":
-        bundle = json.loads(gzip.decompress(Path(bundled_quickstart_samples_path()).read_bytes()))
+        bundle = _bundled_samples()
         if key in bundle["answers"]:
             store.setdefault("source", bundle["source"])
             store["answers"][key] = bundle["answers"][key]
@@ -177,8 +189,7 @@ def _sampled_answers(model, tokenizer, rows, args, store: dict[str, Any]) -> lis
         batch_size=16,
         progress_bar=False,
         do_sample=True,
-        temperature=1.0,
-        top_p=0.95,
+        **_SAMPLING,
         num_return_sequences=args.candidates,
     )
     store["answers"][key] = answers
@@ -283,11 +294,10 @@ def run_real(args) -> dict[str, Any]:
     eval_rankings, _ = _sample_rankings(model, tokenizer, eval_rows[: args.eval_ranking_prompts], args, samples)
     timings["sample_and_rank"] = time.perf_counter() - tick
     if args.save_samples:
-        import gzip
-
         samples["source"] = (
             f"sampled from {model_path} by `python -m trl_ranking.quickstart --samples fresh` "
-            f"(seed {args.seed}, temperature 1.0, top-p 0.95, {args.max_new_tokens} new tokens at most)"
+            f"(seed {args.seed}, temperature {_SAMPLING['temperature']}, top-p {_SAMPLING['top_p']}, "
+            f"{args.max_new_tokens} new tokens at most)"
         )
         Path(args.save_samples).write_bytes(gzip.compress(json.dumps(samples, indent=0).encode(), mtime=0))
     print(f"answers: {samples['source']}")
