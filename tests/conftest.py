@@ -6,9 +6,7 @@ import os
 
 import pytest
 import torch
-
-# The data paths live in `tiny_models` (the helper module); named here too for the tests that still import them from here
-from tiny_models import DATA_DIR, DOVE_DIR, HH_RLHF_FILE, SPARSE_FEEDBACK_DIR, requires_cuda  # noqa: F401
+from tiny_models import HH_RLHF_FILE
 
 from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
 
@@ -16,8 +14,7 @@ from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# The data paths and `requires_cuda` live in the helper module `tiny_models`; they are named here too for the tests
-# that still import them from `conftest`
+# Everything else the tests share (data paths, tiny models, configs) is in the helper module `tiny_models`
 
 
 def has_cuda() -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DOVE_DIR, HH_RLHF_FILE
+from tiny_models import DOVE_DIR, HH_RLHF_FILE
 
 from trl_ranking.assets import load_bundled_tokenizer, make_tiny_causal_lm, make_tiny_reward_model
 from trl_ranking.cli import main, make_parser

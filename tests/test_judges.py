@@ -401,7 +401,7 @@ def test_chat_judge_bad_configuration():
 
 
 def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
-    from conftest import DOVE_DIR
+    from tiny_models import DOVE_DIR
 
     from trl_ranking.data.joint_pairs import build_joint_pairs
 
@@ -441,7 +441,7 @@ def test_chat_judge_builds_joint_pairs_from_val_sft(stub):
 
 
 def test_reward_model_judge_builds_joint_pairs(tokenizer):
-    from conftest import DOVE_DIR
+    from tiny_models import DOVE_DIR
 
     from trl_ranking.data.joint_pairs import build_joint_pairs
 

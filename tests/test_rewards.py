@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import DOVE_DIR
+from tiny_models import DOVE_DIR
 from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
 from trl_ranking.assets import SIMPLE_CHAT_TEMPLATE, bundled_tokenizer_path, make_tiny_reward_model

@@ -245,12 +245,10 @@ def _behaviour(rows, answers) -> dict[str, float]:
 
 def run_real(args) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_ranking import PROConfig, PROTrainer
     from trl_ranking.assets import smollm2_135m_instruct
-    from trl_ranking.evaluation.constraints import build_constraint_prompts, check_constraints
+    from trl_ranking.evaluation.constraints import build_constraint_prompts
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -289,10 +287,54 @@ def run_real(args) -> dict[str, Any]:
 
     _rule(f"4. Rankings: {args.candidates} sampled answers per prompt, ranked by the share of constraints met")
     tick = time.perf_counter()
+    train_rankings, eval_rankings, train_stats = _rankings(model, tokenizer, train_rows, eval_rows, model_path, args)
+    timings["sample_and_rank"] = time.perf_counter() - tick
+
+    _rule(f"5. PRO + LoRA training (sft_weight={args.sft_weight}, n={args.candidates})")
+    trainer, rank_before, rank_after = _train_pro(model, tokenizer, train_rankings, eval_rankings, args, timings)
+
+    _rule("6. Trained model on the same held-out prompts (greedy)")
+    tick = time.perf_counter()
+    # Generate with the adapter merged into the weights (a LoRA forward costs extra matmuls per layer); unmerged again
+    # before saving, so the saved adapter is the trained one
+    trainer.model.merge_adapter()
+    after_answers = _greedy_answers(trainer.model, tokenizer, eval_rows, args.max_new_tokens)
+    trainer.model.unmerge_adapter()
+    after = _behaviour(eval_rows, after_answers)
+    timings["evaluate_after"] = time.perf_counter() - tick
+
+    _print_results(
+        eval_rows, eval_rankings, before_answers, after_answers, before, after, rank_before, rank_after, args
+    )
+
+    trainer.save_model(str(output_dir / "pro-lora"))
+    timings["total"] = time.perf_counter() - start
+    print("\nTimings (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
+    print(f"LoRA adapter and model card saved to {output_dir / 'pro-lora'}; results in {output_dir / 'results.json'}")
+    results = {
+        "model": model_path,
+        "before": before,
+        "after": after,
+        "ranking_before": {k: v for k, v in rank_before.items() if isinstance(v, float)},
+        "ranking_after": {k: v for k, v in rank_after.items() if isinstance(v, float)},
+        "train_rankings": train_stats,
+        "timings_s": timings,
+        "args": vars(args),
+        "examples": [
+            {"prompt": eval_rows[i]["prompt_text"], "before": before_answers[i], "after": after_answers[i]}
+            for i in range(min(args.show, len(eval_rows)))
+        ],
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return results
+
+
+def _rankings(model, tokenizer, train_rows, eval_rows, model_path: str, args):
+    """Training and held-out rankings of sampled answers (bundled or fresh), ranked by the constraint reward."""
     samples: dict[str, Any] = {"answers": {}}
     train_rankings, train_stats = _sample_rankings(model, tokenizer, train_rows, args, samples)
     eval_rankings, _ = _sample_rankings(model, tokenizer, eval_rows[: args.eval_ranking_prompts], args, samples)
-    timings["sample_and_rank"] = time.perf_counter() - tick
     if args.save_samples:
         samples["source"] = (
             f"sampled from {model_path} by `python -m trl_ranking.quickstart --samples fresh` "
@@ -308,11 +350,19 @@ def run_real(args) -> dict[str, Any]:
     )
     if len(train_rankings) == 0:
         raise RuntimeError("no training ranking orders its answers: sample more candidates or more prompts")
+    return train_rankings, eval_rankings, train_stats
 
-    _rule(f"5. PRO + LoRA training (sft_weight={args.sft_weight}, n={args.candidates})")
+
+def _train_pro(model, tokenizer, train_rankings, eval_rankings, args, timings: dict[str, float]):
+    """Train PRO + LoRA on the sampled rankings; PRO's held-out ranking metrics before and after."""
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+
+    from trl_ranking import PROConfig, PROTrainer
+
     learning_rate = args.learning_rate if args.learning_rate is not None else 1e-3
     config = PROConfig(
-        output_dir=str(output_dir / "pro-lora"),
+        output_dir=str(Path(args.output_dir) / "pro-lora"),
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=8,
@@ -334,7 +384,6 @@ def run_real(args) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         ),
     )  # fmt: skip
-    from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the summary below replaces the raw log dicts
     rank_before = trainer.evaluate() if len(eval_rankings) else {}
@@ -354,11 +403,14 @@ def run_real(args) -> dict[str, Any]:
             else ""
         )
 
-    _rule("6. Trained model on the same held-out prompts (greedy)")
-    tick = time.perf_counter()
-    after_answers = _greedy_answers(trainer.model, tokenizer, eval_rows, args.max_new_tokens)
-    after = _behaviour(eval_rows, after_answers)
-    timings["evaluate_after"] = time.perf_counter() - tick
+    return trainer, rank_before, rank_after
+
+
+def _print_results(
+    eval_rows, eval_rankings, before_answers, after_answers, before, after, rank_before, rank_after, args
+) -> None:
+    """The first held-out answers before and after training, then the held-out metrics side by side."""
+    from trl_ranking.evaluation.constraints import check_constraints
 
     for index in range(min(args.show, len(eval_rows))):
         row = eval_rows[index]
@@ -387,28 +439,6 @@ def run_real(args) -> dict[str, Any]:
         f"  ({len(eval_rows)} held-out prompts; the ranking accuracy is over {len(eval_rankings)} of them, adjacent "
         "answer pairs whose rewards differ, scored by mean log-probability)"
     )
-
-    trainer.save_model(str(output_dir / "pro-lora"))
-    timings["total"] = time.perf_counter() - start
-    print("\nTimings (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
-    print(f"LoRA adapter and model card saved to {output_dir / 'pro-lora'}; results in {output_dir / 'results.json'}")
-    results = {
-        "model": model_path,
-        "before": before,
-        "after": after,
-        "ranking_before": {k: v for k, v in rank_before.items() if isinstance(v, float)},
-        "ranking_after": {k: v for k, v in rank_after.items() if isinstance(v, float)},
-        "train_rankings": train_stats,
-        "timings_s": timings,
-        "args": vars(args),
-        "examples": [
-            {"prompt": eval_rows[i]["prompt_text"], "before": before_answers[i], "after": after_answers[i]}
-            for i in range(min(args.show, len(eval_rows)))
-        ],
-    }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return results
 
 
 # --- the tiny random model (smoke run) --------------------------------------------------------------------------------

@@ -59,33 +59,57 @@ def check_text(value: Any, where: str, field: str, completion: bool) -> None:
         )
 
 
+# The largest reward the loss can hold: rewards and their differences must stay finite in `REWARD_DTYPE`
+REWARD_LIMIT = torch.finfo(REWARD_DTYPE).max
+
+
+def check_reward(value: Any, where: str) -> float:
+    """One reward as a float: a real number (not a string or a bool), finite, and finite in `REWARD_DTYPE`.
+
+    The one check every reward passes, whether it comes from a dataset, a data file or a scorer. Raises a `ValueError`
+    that starts with `where` (e.g. `"Row 3, field 'rewards[1]'"`).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: a reward must be a number, got {type(value).__name__} ({value!r:.40}).")
+    reward = float(value)
+    if not math.isfinite(reward):
+        raise ValueError(f"{where}: the reward is not finite ({reward}).")
+    if abs(reward) > REWARD_LIMIT:
+        raise ValueError(
+            f"{where}: the reward {reward:g} overflows {REWARD_DTYPE}, the dtype the loss uses (largest finite value "
+            f"{REWARD_LIMIT:g}). Rescale the rewards."
+        )
+    return reward
+
+
 def check_rewards(values: Any, where: str, field: str) -> list[float]:
-    """Rewards as floats: real numbers (not strings or bools), finite, and finite in `REWARD_DTYPE` (float32), the
-    dtype the loss uses, differences included (the dynamic temperature uses `r_i - r_j`)."""
+    """A row's rewards as floats: each passes `check_reward`, and their differences are finite in `REWARD_DTYPE` too
+    (the dynamic temperature uses `r_i - r_j`)."""
     if not isinstance(values, (list, tuple)):
         raise ValueError(f"{where}, field '{field}': expected a list of numbers, got {type(values).__name__}.")
-    rewards = []
-    limit = torch.finfo(REWARD_DTYPE).max
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(
-                f"{where}, field '{field}[{i}]': a reward must be a number, got {type(value).__name__} ({value!r:.40})."
-            )
-        reward = float(value)
-        if not math.isfinite(reward):
-            raise ValueError(f"{where}, field '{field}[{i}]': the reward is not finite ({reward}).")
-        if abs(reward) > limit:
-            raise ValueError(
-                f"{where}, field '{field}[{i}]': the reward {reward:g} overflows {REWARD_DTYPE}, the dtype the loss "
-                f"uses (largest finite value {limit:g}). Rescale the rewards."
-            )
-        rewards.append(reward)
-    if rewards and max(rewards) - min(rewards) > limit:
+    rewards = [check_reward(value, f"{where}, field '{field}[{i}]'") for i, value in enumerate(values)]
+    if rewards and max(rewards) - min(rewards) > REWARD_LIMIT:
         raise ValueError(
             f"{where}, field '{field}': the rewards span {max(rewards) - min(rewards):g}, whose differences overflow "
-            f"{REWARD_DTYPE} (largest finite value {limit:g}). Rescale the rewards."
+            f"{REWARD_DTYPE} (largest finite value {REWARD_LIMIT:g}). Rescale the rewards."
         )
     return rewards
+
+
+def scorer_output(scores: Any, expected: int, where: str) -> list[float]:
+    """A scorer's output (a list, tensor or array) as floats, exactly one per (prompt, completion) pair.
+
+    Only the count is checked here; each score then goes through `check_reward` where its row is known.
+    """
+    if hasattr(scores, "tolist"):  # torch tensors and numpy arrays
+        scores = scores.tolist()
+    scores = list(scores)
+    if len(scores) != expected:
+        raise ValueError(
+            f"{where}: the scorer returned {len(scores)} scores for {expected} (prompt, completion) pairs; it must "
+            "return exactly one score per pair."
+        )
+    return scores
 
 
 def check_finite_floats(config: Any) -> None:

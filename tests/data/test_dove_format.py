@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DOVE_DIR
 from datasets import Dataset
+from tiny_models import DOVE_DIR
 
 from trl_ranking.data import DOVE_PROMPT_TEMPLATE, load_dove_jsonl, save_dove_jsonl
 

@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from conftest import HH_RLHF_FILE
+from tiny_models import HH_RLHF_FILE
 
 from trl_ranking.data import load_hh_rlhf
 

@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-from conftest import HH_RLHF_FILE
 from datasets import Dataset
+from tiny_models import HH_RLHF_FILE
 
 from trl_ranking.data import load_hh_rlhf, load_pro_jsonl, save_pro_jsonl
 
@@ -208,14 +208,15 @@ def test_single_prompt_forms(tmp_path):
         ),
         ({"prefix": [1, 2], "suffix": ["x", "y"]}, "prefix"),
         ({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0]}, "reward"),
-        ({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, "high"]}, "reward"),
+        ({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, "high"]}, r"reward\[1\]"),
+        ({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, float("nan")]}, r"reward\[1\]"),
         ({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, 0.0], "sft_index": 1}, "sft_index"),
     ],
 )
 def test_malformed_line_names_file_line_and_field(tmp_path, record, field):
     path = tmp_path / "broken.jsonl"
     _write_lines(path, [{"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, 0.0]}, record])
-    with pytest.raises(ValueError, match=rf"broken\.jsonl, row 1: field '{field}'"):
+    with pytest.raises(ValueError, match=rf"broken\.jsonl, row 1[:,] field '{field}'"):
         load_pro_jsonl(path)
 
 
@@ -227,11 +228,14 @@ def test_invalid_json_and_unwritable_rows(tmp_path):
     system = Dataset.from_dict(
         {
             "prompt": [[{"role": "system", "content": "Be nice."}, {"role": "user", "content": "Hi"}]],
-            "completions": [["a"]],
+            "completions": [["a", "b"]],
         }
     )
     with pytest.raises(ValueError, match="row 0: the PRO format has only user and assistant turns"):
         save_pro_jsonl(system, tmp_path / "out.jsonl")
+    single = Dataset.from_dict({"prompt": ["p", "q"], "completions": [["a", "b"], ["a"]]})
+    with pytest.raises(ValueError, match="Row 1, field 'completions': a ranking needs at least 2 completions, got 1"):
+        save_pro_jsonl(single, tmp_path / "out.jsonl")
 
 
 def test_encoding_gzip_bom_and_empty_files_name_file_and_line(tmp_path):

@@ -6,11 +6,16 @@ import math
 import random
 
 import pytest
-from conftest import HH_RLHF_FILE, SPARSE_FEEDBACK_DIR
 from datasets import Dataset
-from tiny_models import direct_reward, tiny_causal_lm, tiny_reward_model
+from tiny_models import HH_RLHF_FILE, SPARSE_FEEDBACK_DIR, direct_reward, tiny_causal_lm, tiny_reward_model
 
-from trl_ranking.data import add_completions, load_hh_rlhf, load_sparse_feedback_rankings, rank_completions
+from trl_ranking.data import (
+    add_completions,
+    load_hh_rlhf,
+    load_sparse_feedback_rankings,
+    rank_completions,
+    ranking_view,
+)
 from trl_ranking.evaluation import generate_responses
 from trl_ranking.rewards import RewardModelScorer
 
@@ -91,12 +96,39 @@ def test_bad_scores_name_the_row():
     def nan_for_b(prompts, completions):
         return [float("nan") if (p, c) == ("b", "y") else 0.0 for p, c in zip(prompts, completions)]
 
-    with pytest.raises(ValueError, match=r"row 1: the scorer returned a non-finite score \(nan\) for completion 1"):
+    with pytest.raises(
+        ValueError, match=r"row 1, completion 1 \(the scorer's score\): the reward is not finite \(nan\)"
+    ):
         rank_completions(dataset, nan_for_b)
-    with pytest.raises(ValueError, match="row 0: field 'rewards' has 1 values for 2 completions"):
+    with pytest.raises(ValueError, match=r"row 1, completion 0 \(the scorer's score\): the reward 1e\+39 overflows"):
+        rank_completions(dataset, lambda p, c: [1e39 if x == "b" else 0.0 for x in p])
+    with pytest.raises(ValueError, match="Row 0, field 'rewards': 1 rewards for 2 completions"):
         rank_completions(dataset.add_column("rewards", [[1.0]] * 3), lambda p, c: [0.0] * len(c))
-    with pytest.raises(ValueError, match="explicit 'prompt'"):
-        rank_completions(Dataset.from_dict({"chosen": ["a"], "rejected": ["b"]}), lambda p, c: [0.0] * len(c))
+    # Old rewards on some rows only: re-scored like the others (the remedy the trainer's mixed-rewards error names)
+    mixed = dataset.add_column("rewards", [[1.0, 0.0], None, [0.0, 1.0]])
+    assert rank_completions(mixed, lambda p, c: [float(x == "y") for x in c])["completions"] == [["y", "x"]] * 3
+    with pytest.raises(ValueError, match=r"Row 0, field 'completions': a ranking needs at least 2 completions, got 1"):
+        rank_completions(Dataset.from_dict({"prompt": ["a"], "completions": [["x"]]}), lambda p, c: [0.0])
+
+
+def test_rows_are_read_as_the_trainer_reads_them():
+    """One reader: an implicit prompt is split off as `PROTrainer` splits it, and existing rewards order a ranking."""
+    implicit = Dataset.from_dict({"chosen": ["Q: 2+2? A: four"], "rejected": ["Q: 2+2? A: seven"]})
+    seen = []
+
+    def record(prompts, completions):
+        seen.extend(zip(prompts, completions))
+        return [0.0, 1.0]
+
+    ranked = rank_completions(implicit, record)
+    assert seen == [("Q: 2+2? A:", " four"), ("Q: 2+2? A:", " seven")]
+    assert ranked[0]["prompt"] == "Q: 2+2? A:" and ranked[0]["completions"] == [" seven", " four"]
+    # `add_completions` drops the rewards: the order they gave is kept as the ranking (best first)
+    assert ranking_view({"prompt": "p", "completions": ["b", "a"], "rewards": [0.1, 0.9]}) == (
+        "p",
+        ["a", "b"],
+        [0.9, 0.1],
+    )
 
 
 def test_add_completions_then_rank(tokenizer, tiny_model_path):

@@ -9,7 +9,7 @@ import shutil
 from collections import defaultdict
 
 import pytest
-from conftest import SPARSE_FEEDBACK_DIR
+from tiny_models import SPARSE_FEEDBACK_DIR
 
 from trl_ranking.data import load_sparse_feedback_rankings
 from trl_ranking.data.sparse_feedback import ALPACA_PROMPT_TEMPLATE

@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pytest
-from conftest import DOVE_DIR, HH_RLHF_FILE
+from tiny_models import DOVE_DIR, HH_RLHF_FILE
 
 from trl_ranking.evaluation.constraints import (
     DEFAULT_CONSTRAINTS,

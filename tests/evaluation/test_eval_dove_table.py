@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import DOVE_DIR
-from tiny_models import tiny_causal_lm
+from tiny_models import DOVE_DIR, tiny_causal_lm
 
 from trl_ranking.data import DOVE_PROMPT_TEMPLATE
 from trl_ranking.evaluation import evaluate_dove_win_rates, format_dove_table, generate_responses

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 import sacrebleu
-from conftest import DOVE_DIR, HH_RLHF_FILE
-from tiny_models import direct_reward, tiny_reward_model
+from tiny_models import DOVE_DIR, HH_RLHF_FILE, direct_reward, tiny_reward_model
 
 from trl_ranking.data import load_hh_rlhf
 from trl_ranking.evaluation import bleu, compute_rewards, mean_reward, pairwise_win_rate

@@ -7,9 +7,8 @@ import math
 
 import pytest
 import sacrebleu
-from conftest import HH_RLHF_FILE
 from datasets import Dataset
-from tiny_models import tiny_causal_lm, tiny_reward_model
+from tiny_models import HH_RLHF_FILE, tiny_causal_lm, tiny_reward_model
 
 from trl_ranking.data import load_hh_rlhf
 from trl_ranking.evaluation import evaluate_pro_table_row, format_pro_table, generate_responses, pro_bleu

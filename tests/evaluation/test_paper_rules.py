@@ -15,8 +15,8 @@ import math
 import random
 
 import pytest
-from conftest import DOVE_DIR
 from nltk.translate.bleu_score import sentence_bleu
+from tiny_models import DOVE_DIR
 
 from trl_ranking.data import select_single_responses
 from trl_ranking.evaluation import PRO_STOP_STRINGS, bleu, pairwise_win_rate, pro_bleu, truncate_at_stop_strings

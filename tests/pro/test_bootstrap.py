@@ -371,14 +371,17 @@ def test_rewards_in_some_rows_only_are_rejected(tmp_path, tiny_model_path, token
 @pytest.mark.parametrize(
     ("reward", "message"),
     [
-        (lambda prompts, completions: [0.0] * (len(completions) - 1), "returned 7 scores for 8"),
+        (
+            lambda prompts, completions: [0.0] * (len(completions) - 1),
+            r"Bootstrap chunk 0: the scorer returned 7 scores for 8",
+        ),
         (
             lambda prompts, completions: [1e39 if i == 3 else 0.0 for i in range(len(completions))],
-            r"non-finite score \(1e\+39\) for row 0, a sampled response.*in float32 too",
+            r"chunk 0, row 0, a sampled response \(the reward model's score\): the reward 1e\+39 overflows torch.float32",
         ),
         (
             lambda prompts, completions: [float("nan") if i == 3 else 0.0 for i in range(len(completions))],
-            r"non-finite score \(nan\) for row 0, a sampled response",
+            r"chunk 0, row 0, a sampled response \(the reward model's score\): the reward is not finite \(nan\)",
         ),
     ],
 )

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
+from ..pro.rows import read_rankings
 from ..tokenization import is_conversational_value
+from ..validation import check_rewards
 from .hh_rlhf import _hh_messages
 from .jsonl import PathLike, as_files, iter_jsonl, open_text
-from .ranking import ranking_view
 
 
 logger = logging.getLogger(__name__)
@@ -166,17 +166,11 @@ def load_pro_jsonl(
                 raise ValueError(f"{where}: field 'reward' is present in some lines and missing in others")
             with_rewards = rewards is not None
             if rewards is not None:
-                if (
-                    not isinstance(rewards, list)
-                    or len(rewards) != len(suffixes)
-                    or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rewards)
-                ):
+                if not isinstance(rewards, list) or len(rewards) != len(suffixes):
                     raise ValueError(
                         f"{where}: field 'reward' must be a list of {len(suffixes)} numbers, one per suffix"
                     )
-                rewards = [float(r) for r in rewards]
-                if not all(math.isfinite(r) for r in rewards):
-                    raise ValueError(f"{where}: field 'reward' has a non-finite value")
+                rewards = check_rewards(rewards, where, "reward")
 
             sft_index = record.get("sft_index")
             sft_index = 0 if sft_index is None else sft_index  # absent (`None` where other records have it)
@@ -248,11 +242,13 @@ def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | Non
       and its candidates unchanged.
     - `reward` is the row's `rewards` (or `score_chosen`/`score_rejected`); rows without rewards get
       `[default_reward] * n` when `default_reward` is set (the official scripts use `1.0` for unscored data) and no
-      `reward` field otherwise. `sft_index` is always `0`: rows are assumed best first.
+      `reward` field otherwise. Rows are read as `PROTrainer` reads them (`trl_ranking.pro.rows.read_rankings`): rows
+      with rewards are written sorted by them, best first, so that `sft_index`, always `0`, names the best candidate;
+      rows without rewards are assumed best first.
 
     Raises:
         ValueError: a row that cannot be written (a system message, a completion that is not a single assistant
-            message), naming the row.
+            message) or that `PROTrainer` would reject (see `to_ranking`), naming the row.
 
     Example:
 
@@ -267,10 +263,10 @@ def save_pro_jsonl(dataset: Dataset, path: PathLike, default_reward: float | Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rankings = read_rankings(dataset)
     with open_text(path, "w") as handle:
-        for index, example in enumerate(dataset):
+        for index, (prompt, completions, rewards) in enumerate(rankings):
             where = f"row {index}"
-            prompt, completions, rewards = ranking_view(example, index)
             turns = _prompt_to_turns(prompt, where)
             suffixes = [_completion_text(completion, where) for completion in completions]
             if turns is not None and not is_conversational_value(prompt):

@@ -8,14 +8,15 @@ completion, higher is better). TRL preference rows (`prompt`/`chosen`/`rejected`
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from datasets import Dataset
 
 from ..generation import generate_responses
+from ..pro.rows import row_has_rewards, to_ranking
 from ..tokenization import is_conversational_value
+from ..validation import check_reward, scorer_output
 
 
 logger = logging.getLogger(__name__)
@@ -26,47 +27,20 @@ Scorer = Callable[[list[Any], list[Any]], Sequence[float]]
 _PREFERENCE_COLUMNS = ("chosen", "rejected", "score_chosen", "score_rejected")
 
 
-def ranking_view(example: dict[str, Any], index: int | None = None) -> tuple[Any, list[Any], list[float] | None]:
-    """Read one ranking row or TRL preference row as `(prompt, completions, rewards)`.
+def ranking_view(example: dict[str, Any], index: int = 0) -> tuple[Any, list[Any], list[float] | None]:
+    """Read one ranking row or TRL preference row as `(prompt, completions best first, rewards or None)`.
 
-    A preference row is a ranking of two, `[chosen, rejected]`, with `[score_chosen, score_rejected]` as rewards when
-    both scores are present. `rewards` is `None` when the row has none.
+    The same reader `PROTrainer` uses (`trl_ranking.pro.rows.to_ranking`): a preference row is a ranking of two,
+    `[chosen, rejected]`, with `[score_chosen, score_rejected]` as rewards; an implicit prompt is split off the
+    completions; a row with rewards comes back sorted by them (descending, stable). `rewards` is `None` when the row
+    has none.
 
     Raises:
-        ValueError: the row has no explicit `prompt`, neither `completions` nor `chosen`/`rejected`, or a `rewards`
-            list whose length differs from `completions`.
+        ValueError: naming the row and the field (see `to_ranking`): missing columns, fewer than two completions,
+            rewards whose length differs from the completions' or that are not finite numbers. Empty completions are
+            let through (a trainer rejects them).
     """
-    where = f"row {index}: " if index is not None else ""
-    if "prompt" not in example:
-        raise ValueError(
-            f"{where}a ranking needs an explicit 'prompt' column; for implicit-prompt preference rows, extract it "
-            "first with `trl.data_utils.maybe_extract_prompt`"
-        )
-    prompt = example["prompt"]
-    if example.get("completions") is not None:
-        completions = list(example["completions"])
-        rewards = example.get("rewards")
-    elif "chosen" in example and "rejected" in example:
-        completions = [example["chosen"], example["rejected"]]
-        scores = (example.get("score_chosen"), example.get("score_rejected"))
-        rewards = None if any(score is None for score in scores) else list(scores)
-    else:
-        raise ValueError(f"{where}expected a ranking row ('completions') or a preference row ('chosen'/'rejected')")
-    if not completions:
-        raise ValueError(f"{where}field 'completions' is empty")
-    if rewards is not None:
-        rewards = [float(reward) for reward in rewards]
-        if len(rewards) != len(completions):
-            raise ValueError(
-                f"{where}field 'rewards' has {len(rewards)} values for {len(completions)} completions; they must match"
-            )
-    return prompt, completions, rewards
-
-
-def _as_float_list(scores: Any) -> list[float]:
-    if hasattr(scores, "tolist"):  # torch tensors and numpy arrays
-        scores = scores.tolist()
-    return [float(score) for score in scores]
+    return to_ranking(example, index, with_rewards=row_has_rewards(example), allow_empty=True)
 
 
 def rank_completions(
@@ -136,43 +110,43 @@ def rank_completions(
         chunk = views[start : start + rows_per_call]
         prompts = [prompt for prompt, completions, _ in chunk for _ in completions]
         completions = [completion for _, row_completions, _ in chunk for completion in row_completions]
-        scores = _as_float_list(scorer(prompts, completions))
-        if len(scores) != len(completions):
-            raise ValueError(
-                f"rows {start}-{start + len(chunk) - 1}: the scorer returned {len(scores)} scores for "
-                f"{len(completions)} (prompt, completion) pairs; it must return exactly one score per pair"
-            )
+        where = f"rows {start}-{start + len(chunk) - 1}"
+        scores = scorer_output(scorer(prompts, completions), len(completions), where)
         offset = 0
         for row_offset, (_, row_completions, _) in enumerate(chunk):
-            row_scores = scores[offset : offset + len(row_completions)]
+            row_scores = [
+                check_reward(score, f"row {start + row_offset}, completion {position} (the scorer's score)")
+                for position, score in enumerate(scores[offset : offset + len(row_completions)])
+            ]
             offset += len(row_completions)
-            for position, score in enumerate(row_scores):
-                if not math.isfinite(score):
-                    raise ValueError(
-                        f"row {start + row_offset}: the scorer returned a non-finite score ({score}) for completion "
-                        f"{position}"
-                    )
             order = sorted(range(len(row_scores)), key=lambda i, row_scores=row_scores: -row_scores[i])
             ranked_completions.append([row_completions[i] for i in order])
             ranked_rewards.append([row_scores[i] for i in order])
 
-    return _replace_ranking_columns(dataset, ranked_completions, ranked_rewards)
+    return _replace_ranking_columns(dataset, views, ranked_completions, ranked_rewards)
 
 
 def _replace_ranking_columns(
-    dataset: Dataset, completions: list[list[Any]], rewards: list[list[float]] | None
+    dataset: Dataset, views: list[tuple[Any, list[Any], Any]], completions: list[list[Any]], rewards: list | None
 ) -> Dataset:
-    """Return `dataset` with `completions` (and `rewards`, dropped when `None`) replaced, preference columns removed."""
+    """Return `dataset` with `completions` (and `rewards`, dropped when `None`) replaced, preference columns removed.
+
+    Rows with an implicit prompt get the `prompt` column `ranking_view` split off (`views`), as `PROTrainer` would.
+    """
     drop = [name for name in ("completions", "rewards", *_PREFERENCE_COLUMNS) if name in dataset.column_names]
-    if "completions" not in dataset.column_names:
-        # Preference rows became ranking rows: their pair columns are now in `completions`
-        dataset = dataset.remove_columns(drop)
-    else:
-        dataset = dataset.remove_columns([name for name in drop if name in ("completions", "rewards")])
-    dataset = dataset.add_column("completions", completions)
+    if "completions" in dataset.column_names:
+        drop = [name for name in drop if name in ("completions", "rewards")]
+    # else: preference rows became ranking rows, their pair columns now in `completions`
+    new: dict[str, list] = {} if "prompt" in dataset.column_names else {"prompt": [prompt for prompt, _, _ in views]}
+    new["completions"] = completions
     if rewards is not None:
-        dataset = dataset.add_column("rewards", rewards)
-    return dataset
+        new["rewards"] = rewards
+    kept = dataset.remove_columns(drop)
+    if not kept.column_names:  # a table without columns has no rows to add columns to
+        return Dataset.from_dict(new)
+    for name, values in new.items():
+        kept = kept.add_column(name, values)
+    return kept
 
 
 def add_completions(
@@ -239,10 +213,13 @@ def add_completions(
         raise ValueError("greedy decoding (do_sample=False) gives one response per prompt; use num_completions=1")
 
     views = [ranking_view(example, index) for index, example in enumerate(dataset)]
-    if "rewards" in dataset.column_names or "score_chosen" in dataset.column_names:
-        logger.info("add_completions: the existing rewards do not cover the new completions and are dropped")
+    if any(rewards is not None for _, _, rewards in views):
+        logger.info(
+            "add_completions: the existing rewards ordered each ranking (best first) but do not cover the new "
+            "completions, so they are dropped"
+        )
     if not views:
-        return _replace_ranking_columns(dataset, [], None)
+        return _replace_ranking_columns(dataset, [], [], None)
     prompts = [prompt for prompt, _, _ in views]
     responses = generate_responses(
         model,
@@ -262,4 +239,4 @@ def add_completions(
         if is_conversational_value(prompt):
             new = [[{"role": "assistant", "content": response}] for response in new]
         extended.append(list(completions) + new)
-    return _replace_ranking_columns(dataset, extended, None)
+    return _replace_ranking_columns(dataset, views, extended, None)

@@ -31,13 +31,11 @@ from ..generation import generate_responses
 from ..rewards import RewardModelScorer
 from ..tokenization import is_conversational_value as is_messages
 from ..trainer_utils import keep_4bit_training_layout
-from ..validation import REWARD_DTYPE
+from ..validation import check_reward, scorer_output
 from .rows import dataset_has_rewards, to_ranking
 
 
 logger = logging.getLogger(__name__)
-
-REWARD_LIMIT = torch.finfo(REWARD_DTYPE).max
 
 BOOTSTRAP_STATE_NAME = "bootstrap_state.json"
 """File of a checkpoint folder holding the augmented rows of the rounds in use and the per-round history."""
@@ -405,23 +403,14 @@ class SelfBootstrapper:
             )
 
     def _score(self, prompts: list[Any], completions: list[Any], owners: list[tuple[int, int, bool]], chunk: int):
-        scores = self.scorer(prompts, completions)
-        if hasattr(scores, "tolist"):
-            scores = scores.tolist()
-        scores = [float(score) for score in scores]
-        if len(scores) != len(completions):
-            raise ValueError(
-                f"The reward model returned {len(scores)} scores for {len(completions)} (prompt, completion) pairs of "
-                f"bootstrap chunk {chunk}: it must return exactly one score per pair."
-            )
+        scores = scorer_output(self.scorer(prompts, completions), len(completions), f"Bootstrap chunk {chunk}")
+        checked = []
         for score, (index, position, sampled) in zip(scores, owners):
-            if not math.isfinite(score) or abs(score) > REWARD_LIMIT:  # the loss uses float32
-                kind = "a sampled response" if sampled else f"original candidate {position}"
-                raise ValueError(
-                    f"The reward model returned a non-finite score ({score}) for row {index}, {kind}, in bootstrap "
-                    f"chunk {chunk}: rewards must be finite, in float32 too (|r| <= {REWARD_LIMIT:g})."
-                )
-        return scores
+            kind = "a sampled response" if sampled else f"original candidate {position}"
+            checked.append(
+                check_reward(score, f"Bootstrap chunk {chunk}, row {index}, {kind} (the reward model's score)")
+            )
+        return checked
 
     def _augment(self, model, round_id: int) -> None:
         """One round of Algorithm 1: sample, re-rank, gather (every process holds the whole chunk), record."""

@@ -41,13 +41,18 @@ def _rewards_of(example: dict[str, Any]) -> tuple[Any, str]:
     return None, "score_chosen/score_rejected"
 
 
+def row_has_rewards(example: dict[str, Any]) -> bool:
+    """Whether one row carries rewards (`rewards`, or either of `score_chosen`/`score_rejected`)."""
+    return _rewards_of(example)[0] is not None
+
+
 def dataset_has_rewards(dataset: Dataset | IterableDataset, first_example: dict[str, Any], dataset_name: str) -> bool:
     """Whether the rows of `dataset` have rewards: all of them, or none (a mixed dataset is an error naming a row).
 
     A map-style `Dataset` is checked whole here; an `IterableDataset` is decided by its first row, and `to_ranking`
     rejects any later row that disagrees.
     """
-    has_rewards = _rewards_of(first_example)[0] is not None
+    has_rewards = row_has_rewards(first_example)
     if not isinstance(dataset, Dataset):
         return has_rewards
     columns = [name for name in ("rewards", "score_chosen", "score_rejected") if name in dataset.column_names]
@@ -74,13 +79,17 @@ def _raise_mixed_rewards(index: int, first_has_rewards: bool, field: str) -> Non
     )
 
 
-def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple[Any, list, list[float] | None]:
+def to_ranking(
+    example: dict[str, Any], index: int, with_rewards: bool, allow_empty: bool = False
+) -> tuple[Any, list, list[float] | None]:
     """Read one row as `(prompt, completions best first, rewards descending or None)`, validating it.
 
     Accepts ranking rows (`prompt`, `completions`, optional `rewards`) and DPO rows (`prompt`, `chosen`, `rejected`,
     optional `score_chosen`/`score_rejected`), each with an explicit or an implicit prompt. When rewards are given the
     completions are sorted by descending reward (stable: ties keep the given order). `with_rewards` says whether the
     dataset has rewards (`dataset_has_rewards`): every row must then have them, and no row may have them otherwise.
+    `allow_empty` lets empty completions through: the data tools convert and rank real data, which has some (HH-RLHF
+    does), while a trainer cannot learn from an answer with no tokens.
 
     Raises:
         ValueError: naming the row and the field, for a ranking of fewer than two completions, rewards whose length
@@ -128,7 +137,7 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
         prompt, completions = _common_prompt(completions)
     for i, (completion, field) in enumerate(zip(completions, fields)):
         name = f"completions[{i}]" if field == "completions" else field
-        if is_empty_text(completion):
+        if is_empty_text(completion) and not allow_empty:
             raise ValueError(f"{where}, field '{name}': the completion is empty.")
         check_text(completion, where, name, completion=is_conversational({"prompt": prompt}) and bool(prompt))
     if with_rewards:
@@ -149,3 +158,16 @@ def to_ranking(example: dict[str, Any], index: int, with_rewards: bool) -> tuple
             _raise_mixed_rewards(index, False, reward_field)
         rewards = None
     return prompt, completions, rewards
+
+
+def read_rankings(dataset: Dataset, dataset_name: str = "input") -> list[tuple[Any, list, list[float] | None]]:
+    """Every row of `dataset` read by `to_ranking`, under the dataset's one rewards rule (`dataset_has_rewards`).
+
+    The reader of `save_pro_jsonl`, which converts real data and so lets empty completions through (`allow_empty`);
+    an empty dataset gives an empty list. (`rank_completions` and `add_completions` read each row by its own
+    rewards, `trl_ranking.data.ranking_view`: they replace or drop the rewards, so a mixed dataset is no harm there.)
+    """
+    if len(dataset) == 0:
+        return []
+    with_rewards = dataset_has_rewards(dataset, dataset[0], dataset_name)
+    return [to_ranking(example, index, with_rewards, allow_empty=True) for index, example in enumerate(dataset)]

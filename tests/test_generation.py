@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HH_RLHF_FILE
-from tiny_models import tiny_causal_lm
+from tiny_models import HH_RLHF_FILE, tiny_causal_lm
 from transformers import StopStringCriteria
 
 from trl_ranking.data import load_hh_rlhf

@@ -7,9 +7,8 @@ front of every text as a BOS token, the way Llama's tokenizer adds `<s>`.
 from __future__ import annotations
 
 import pytest
-from conftest import HH_RLHF_FILE
 from datasets import Dataset
-from tiny_models import tiny_causal_lm
+from tiny_models import HH_RLHF_FILE, tiny_causal_lm
 from transformers import AutoTokenizer
 
 from trl_ranking import PROConfig, PROTrainer
