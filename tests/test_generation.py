@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import HH_RLHF_FILE, tiny_causal_lm
+from tiny_models import HH_RLHF_FILE, record_generate_calls, tiny_causal_lm
 from transformers import StopStringCriteria
 
 from trl_ranking.data import load_hh_rlhf
@@ -56,14 +56,7 @@ def test_stop_strings_end_and_cut_the_response(tokenizer, tiny_model_path, hh_pr
 
 def test_auto_stop_strings_and_prompt_truncation(tokenizer, tiny_model_path, hh_prompts, monkeypatch):
     model = tiny_causal_lm(tiny_model_path)
-    calls = []
-    original = model.generate
-
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return original(**kwargs)
-
-    monkeypatch.setattr(model, "generate", spy)
+    calls = record_generate_calls(model, monkeypatch)
     assert all(is_hh_prompt(p) for p in hh_prompts) and not is_hh_prompt("Translate: chat")
     generate_responses(model, tokenizer, hh_prompts[:2], max_new_tokens=2, max_prompt_length=16)
     (criterion,) = calls[-1]["stopping_criteria"]

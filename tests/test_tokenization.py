@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from datasets import Dataset
-from tiny_models import HH_RLHF_FILE, tiny_causal_lm
+from tiny_models import HH_RLHF_FILE, record_generate_calls, tiny_causal_lm
 from transformers import AutoTokenizer
 
 from trl_ranking import PROConfig, PROTrainer
@@ -41,14 +41,7 @@ def test_left_truncate_prompt():
 
 def test_generation_keeps_bos(bos_tokenizer, tiny_model_path, long_prompts, monkeypatch):
     model = tiny_causal_lm(tiny_model_path)
-    calls = []
-    original = model.generate
-
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return original(**kwargs)
-
-    monkeypatch.setattr(model, "generate", spy)
+    calls = record_generate_calls(model, monkeypatch)
     generate_responses(model, bos_tokenizer, long_prompts, max_new_tokens=2, max_prompt_length=16)
     rows = {tuple(row.tolist()) for row in calls[-1]["input_ids"]}
     expected = {(bos_tokenizer.bos_token_id, *bos_tokenizer(prompt)["input_ids"][-15:]) for prompt in long_prompts}

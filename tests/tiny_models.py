@@ -41,6 +41,19 @@ def tiny_causal_lm(path: str):
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
+def record_generate_calls(model, monkeypatch) -> list[dict]:
+    """Spy on `model.generate`: the returned list receives the keyword arguments of every call."""
+    calls: list[dict] = []
+    original = model.generate
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    return calls
+
+
 def direct_reward(model, tokenizer, prompt: str, completion: str) -> float:
     """A pair's reward computed without any scorer code: one unpadded forward pass, the logit at the last token."""
     ids = tokenizer(prompt)["input_ids"] + tokenizer(completion, add_special_tokens=False)["input_ids"]
