@@ -727,6 +727,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ):
             results["methods"] = previous.get("methods", {})
             results["data"] = previous.get("data")
+            # one results file across resumed runs: the first start, and the weights' note unless a new one is given
+            results["started"] = previous.get("started", results["started"])
+            results["model_note"] = args.model_note or previous.get("model_note", "")
             logger.info("Resuming %s: %d methods already done", output, len(results["methods"]))
 
     def save():
