@@ -9,10 +9,23 @@ the per-layer slope), so it can be checked.
 A step is one ranking (per-device batch 1) of n candidates, each `length` tokens long: a prompt of
 `prompt_fraction * length` tokens and a completion of the rest (random token ids).
 
+On CUDA the peak is measured (`torch.cuda.max_memory_allocated` over a whole step: forward, backward, optimizer).
+CPU has no allocator peak to read, so `--device cpu` *estimates* the GPU peak from measured parts, per layout:
+- the model as held on the GPU: 4-bit weights with their quantization constants, the other weights in bf16, the LoRA
+  weights in fp32 with their gradients and two Adam moments (read from the loaded modules at each depth);
+- the activations: the forward runs without checkpointing and the bytes it saves for the backward are measured at
+  each depth (floating-point tensors counted at 2 bytes, as in bf16 compute), which splits into a part outside the
+  layers (embeddings, final norm, the head on the scored positions) and a per-layer part;
+- gradient checkpointing then holds each layer's input (positions x hidden x 2 bytes) for every layer, plus one
+  layer's activations while it is recomputed in the backward.
+Estimate = model + outside part + depth x layer input + one layer's activations. Left out: the allocator's caching
+and fragmentation, the backward's own transient buffers (gradients of one layer's activations, the logits' gradient),
+CUDA context and kernels' workspaces: read it as a lower bound, within a few GiB, until a GPU measures it.
+
 GPU (what the issue asks for; not yet run, see README.md):
     python benchmarks/bench_fit.py --device cuda --layers 2 4 --n 2 4 8 16 --lengths 512 1024 2048 4096
-CPU smoke test of the script itself (a small model, memory read as the bytes saved for the backward):
-    python benchmarks/bench_fit.py --device cpu --model-config small --layers 1 2 --n 2 4 --lengths 64 128
+CPU estimate (forward passes of 1- and 2-layer 7B-shaped models; about 10 min on 2 cores):
+    python benchmarks/bench_fit.py --device cpu --layers 1 2 --n 4 8 16 --lengths 512 1024 2048
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ def build_trainer(model_dir, layout, args, tokenizer):
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=1,
         max_length=None,
-        gradient_checkpointing=True,
+        gradient_checkpointing=cuda,  # on CPU the forward's activations are measured whole (see the docstring)
         bf16=cuda,
         use_cpu=not cuda,
         report_to="none",
@@ -71,8 +84,24 @@ def build_trainer(model_dir, layout, args, tokenizer):
     return trainer
 
 
-def step_memory(trainer, n: int, length: int, args) -> float:
-    """Peak memory of one training step on one ranking, in GiB (`inf` when it runs out of memory)."""
+def model_bytes(model) -> int:
+    """Bytes the model holds on the GPU in a QLoRA run: 4-bit weights (packed, with one fp32 constant per block of
+    64), the other frozen weights and buffers in bf16, trainable (LoRA) weights in fp32 with gradient and Adam moments."""
+    total = 0
+    for parameter in model.parameters():
+        quant_state = getattr(parameter, "quant_state", None)
+        if quant_state is not None:
+            total += parameter.numel() * parameter.element_size() + quant_state.absmax.numel() * 4
+        elif parameter.requires_grad:
+            total += parameter.numel() * (4 + 4 + 8)
+        else:
+            total += parameter.numel() * 2
+    return total + sum(buffer.numel() * 2 for buffer in model.buffers())
+
+
+def step_memory(trainer, n: int, length: int, args) -> float | tuple[int, int, int]:
+    """CUDA: peak memory of one training step on one ranking, in GiB (`inf` when it runs out of memory).
+    CPU: (model bytes, activation bytes of the forward in bf16, positions) for the estimate."""
     generator = torch.Generator().manual_seed(n * 100003 + length)
     prompt_length = max(1, int(length * args.prompt_fraction))
     prompt = torch.randint(100, 30000, (prompt_length,), generator=generator).tolist()
@@ -81,6 +110,11 @@ def step_memory(trainer, n: int, length: int, args) -> float:
     ]
     batch = trainer.data_collator([{"prompt_ids": prompt, "completion_ids": completions}])
     meter = ActivationMeter(trainer.model)
+    if args.device == "cpu":
+        with meter.measure():
+            loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        del loss
+        return model_bytes(trainer.model), meter.bf16_bytes, batch["input_ids"].numel()
     try:
         if args.device == "cuda":
             torch.cuda.empty_cache()
@@ -128,15 +162,17 @@ def main(argv=None):
                 trainer = build_trainer(model_dir, layout, args, tokenizer)
                 for n in args.n:
                     for length in args.lengths:
-                        gib = step_memory(trainer, n, length, args)
-                        memory.setdefault((layout, n, length), []).append(gib)
-                        print(f"layers={layers} {layout} n={n} length={length}: {gib:.2f} GiB", flush=True)
+                        measured = step_memory(trainer, n, length, args)
+                        memory.setdefault((layout, n, length), []).append(measured)
+                        print(f"layers={layers} {layout} n={n} length={length}: {measured}", flush=True)
                 del trainer
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
 
+    if args.device == "cpu":
+        cpu_estimate(memory, args, depth)
+        return
     low, high = args.layers
-    unit = "GiB peak allocated" if args.device == "cuda" else "GiB saved for backward (CPU smoke test)"
     print(
         f"\n| layout | n | length | {low} layers | {high} layers | per layer | {depth} layers (fit) | fits {args.budget_gib} GiB |"
     )
@@ -149,10 +185,49 @@ def main(argv=None):
         if fits:
             largest.setdefault(layout, []).append((n, length))
         print(f"| {layout} | {n} | {length} | {at_low:.2f} | {at_high:.2f} | {slope:.3f} | {full:.2f} | {'yes' if fits else 'no'} |")  # fmt: skip
-    print(f"\n({unit})")
+    print("\n(GiB peak allocated)")
+    report_largest(largest)
+
+
+def report_largest(largest: dict[str, list[tuple[int, int]]]) -> None:
     for layout, fitting in largest.items():
         for n in sorted({n for n, _ in fitting}):
             print(f"{layout}: n={n} fits up to length {max(length for m, length in fitting if m == n)}")
+
+
+def cpu_estimate(memory, args, depth: int) -> None:
+    """The GPU peak estimated from the parts measured on CPU (see the module docstring), per (layout, n, length)."""
+    low, high = args.layers
+    hidden = MODEL_CONFIGS[args.model_config]["hidden_size"]
+    gib = 2**30
+
+    def at_depth(values, layers):  # the straight line through the two measured depths
+        slope = (values[1] - values[0]) / (high - low)
+        return values[0] + (layers - low) * slope, slope
+
+    print(
+        f"\n| layout | n | length | positions | model, {depth} layers | activations outside layers | per layer "
+        f"| checkpointed inputs | estimate, checkpointing | estimate, none | fits {args.budget_gib} GiB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    largest = {}
+    for (layout, n, length), measured in memory.items():
+        model, _ = at_depth([m[0] for m in measured], depth)
+        outside, per_layer = at_depth([m[1] for m in measured], 0)
+        positions = measured[0][2]
+        inputs = depth * positions * hidden * 2
+        checkpointed = model + outside + inputs + per_layer
+        whole = model + outside + depth * per_layer
+        fits = checkpointed <= args.budget_gib * gib
+        if fits:
+            largest.setdefault(layout, []).append((n, length))
+        print(
+            f"| {layout} | {n} | {length} | {positions:,} | {model / gib:.2f} | {outside / gib:.2f} | "
+            f"{per_layer / gib:.3f} | {inputs / gib:.2f} | {checkpointed / gib:.2f} | {whole / gib:.2f} | "
+            f"{'yes' if fits else 'no'} |"
+        )
+    print(f"\n(GiB, estimated from CPU measurements at {low} and {high} layers; with gradient checkpointing)")
+    report_largest(largest)
 
 
 if __name__ == "__main__":

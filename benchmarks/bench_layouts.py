@@ -177,6 +177,7 @@ class ActivationMeter:
 
     def __init__(self, model):
         self.bytes = 0
+        self.bf16_bytes = 0  # the same tensors with every floating-point one at 2 bytes an element (bf16 compute)
         self._seen = set()
         self._weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
@@ -184,12 +185,14 @@ class ActivationMeter:
         pointer = tensor.untyped_storage().data_ptr()
         if pointer not in self._seen and pointer not in self._weights:
             self._seen.add(pointer)
-            self.bytes += tensor.untyped_storage().nbytes()
+            nbytes = tensor.untyped_storage().nbytes()
+            self.bytes += nbytes
+            self.bf16_bytes += nbytes // tensor.element_size() * 2 if tensor.is_floating_point() else nbytes
         return tensor
 
     @contextlib.contextmanager
     def measure(self):
-        self.bytes, self._seen = 0, set()
+        self.bytes, self.bf16_bytes, self._seen = 0, 0, set()
         with torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor):
             yield
 
@@ -335,6 +338,14 @@ def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
     def model():
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn).to(args.device)
 
+    # LoRA on every linear layer, as the users this package is for train (`--lora-r`); otherwise full fine-tuning
+    peft_config = None
+    if args.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     dataset = Dataset.from_list(rows)
     if kind == "rankings":
         # DPO on the same prompts: each ranking's two best candidates as one pair (a ranking for the price of a pair?)
@@ -351,13 +362,23 @@ def build_trainers(kind, rows, model_dir, tokenizer, args, attn):
             config = DPOConfig(**common, precompute_ref_log_probs=name == "dpo")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                trainer = DPOTrainer(model=model(), args=config, train_dataset=pairs, processing_class=tokenizer)
+                trainer = DPOTrainer(
+                    model=model(),
+                    args=config,
+                    train_dataset=pairs,
+                    processing_class=tokenizer,
+                    peft_config=peft_config,
+                )
         elif args.trainer == "dove":
             config = DOVEConfig(**common, **layout_of(name))
-            trainer = DOVETrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+            trainer = DOVETrainer(
+                model=model(), args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            )
         else:
             config = PROConfig(**common, **layout_of(name))
-            trainer = PROTrainer(model=model(), args=config, train_dataset=dataset, processing_class=tokenizer)
+            trainer = PROTrainer(
+                model=model(), args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            )
         layout = layout_of(name)
         if layout is not None and (trainer.prefix_sharing, trainer.padding_free) != tuple(layout.values()):
             print(f"  [{name}] fell back: prefix_sharing={trainer.prefix_sharing} padding_free={trainer.padding_free}")
@@ -452,6 +473,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per layout")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (0: full fine-tuning)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy machine)"
     )
@@ -488,7 +510,8 @@ def main(argv=None):
     header = (
         f"# bench_layouts {datetime.date.today()} | {hardware}, {os.cpu_count()} CPUs | torch {torch.__version__} | "
         f"model {args.model_path or args.model_config}{f' ({args.layers} layers)' if args.layers else ''} | "
-        f"{'bf16' if args.device == 'cuda' else 'fp32'} | {torch.get_num_threads()} threads | "
+        f"{'bf16' if args.device == 'cuda' else 'fp32'} | {f'LoRA r={args.lora_r}' if args.lora_r else 'full fine-tuning'} | "
+        f"{torch.get_num_threads()} threads | "
         f"load average {os.getloadavg()[0]:.1f} | command: python benchmarks/bench_layouts.py "
         + " ".join(argv if argv is not None else sys.argv[1:])
     )

@@ -124,6 +124,14 @@ ALL_MAIN = (
     "pro_bootstrap",
 )
 
+# The main comparison within 90 minutes on 2 CPU cores (`--config cpu --methods core`, the committed candidates):
+# base, SFT, DPO, PRO's ranking-length trend and its SFT-term ablation. From the per-method times of the full run
+# (results/cpu.json): about 80 min. Its rows are the full table's rows (the same settings).
+METHOD_SETS: dict[str, tuple[str, ...]] = {
+    "all": ALL_MAIN,
+    "core": ("base", "sft", "dpo", "pro_n2", "pro_n4", "pro_n8", "pro_no_sft"),
+}
+
 CONFIGS: dict[str, Config] = {
     # Runs the pipeline end to end on a random tiny model in seconds (for the test)
     "tiny": Config(
@@ -141,7 +149,8 @@ CONFIGS: dict[str, Config] = {
         methods=("base", "sft", "pro_n4"),
         tiny_model=True,
     ),
-    # ~60 min on 2 quiet vCPUs with SmolLM2-135M-Instruct
+    # SmolLM2-135M-Instruct on 2 CPU cores: all 16 methods about 3 h 10 min (the candidates sampled once, 54 min,
+    # then reused from results/cpu-candidates.json); `--methods core` about 80 min
     "cpu": Config(methods=ALL_MAIN),
     # A GPU: more steps, more prompts, longer answers, a learning-rate sweep per family
     "gpu": Config(
@@ -217,19 +226,26 @@ def build_prompt_sets(cfg: Config) -> tuple[list[dict], list[dict]]:
     return rows[cfg.num_eval : cfg.num_eval + num_pool], rows[: cfg.num_eval]
 
 
-def sample_candidates(model, tokenizer, pool: list[dict], cfg: Config, cache: Path) -> list[dict]:
-    """Sample and score `num_candidates` answers per training prompt, cached in `cache` (JSON)."""
+def sample_candidates(
+    model, tokenizer, pool: list[dict], cfg: Config, cache: Path, committed: Path | None = None
+) -> list[dict]:
+    """Sample and score `num_candidates` answers per training prompt, cached in `cache` (JSON).
+
+    `committed`: candidates sampled earlier and committed with the results (read only), used when `cache` has none
+    for these prompts and settings. The key holds the prompts and the sampling settings, not the model: sampling from
+    another model needs `--resample`."""
     from trl_ranking.evaluation import generate_responses
 
     key = hashlib.sha256(
         json.dumps([r["prompt_text"] for r in pool] + [cfg.num_candidates, cfg.max_new_tokens, cfg.seed]).encode()
     ).hexdigest()[:16]
-    if cache.exists():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
-            logger.info("Reusing %d cached candidate sets from %s", len(stored["rows"]), cache)
-            return stored["rows"]
-        logger.info("Cache %s is for other prompts or settings: sampling again", cache)
+    for path in (cache, committed):
+        if path is not None and path.exists():
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                logger.info("Reusing %d candidate sets sampled earlier, from %s", len(stored["rows"]), path)
+                return stored["rows"]
+            logger.info("%s holds candidates for other prompts or settings: not used", path)
     start = time.time()
     torch.manual_seed(cfg.seed)
     texts = generate_responses(
@@ -634,7 +650,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--model", default=None, help="Checkpoint directory (model + tokenizer). Required unless tiny."
     )
-    parser.add_argument("--methods", default=None, help="Comma-separated method names (default: the config's).")
+    parser.add_argument(
+        "--methods", default=None,
+        help=f"Comma-separated method names, or a set: {', '.join(METHOD_SETS)} (default: the config's).",
+    )  # fmt: skip
     parser.add_argument(
         "--output", default=None, help="Results JSON (default benchmarks/learning/results/<config>.json)"
     )
@@ -646,6 +665,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--lr-sweep", default=None, help="Comma-separated multipliers of each family's learning rate (e.g. 0.5,1,2)."
     )
+    parser.add_argument(
+        "--resample", action="store_true",
+        help="Sample the candidates again instead of reusing results/<config>-candidates.json (another model).",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument(
         "--model-note", default="", help="Free text stored with the results (e.g. the weights' origin)."
@@ -666,7 +689,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.num_eval:
         cfg.num_eval = args.num_eval
     methods_table = _method_table()
-    names = args.methods.split(",") if args.methods else list(cfg.methods)
+    if args.methods in METHOD_SETS:
+        names = list(METHOD_SETS[args.methods])
+    else:
+        names = args.methods.split(",") if args.methods else list(cfg.methods)
     unknown = [n for n in names if n.split("@")[0] not in methods_table]
     if unknown:
         raise SystemExit(f"Unknown methods {unknown}; known: {sorted(methods_table)}")
@@ -737,7 +763,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output.write_text(json.dumps(results, indent=1))
 
     base_model = load_base()
-    candidates = sample_candidates(base_model, tokenizer, pool, cfg, work_dir / "candidates.json")
+    committed = None if args.resample else output.parent / f"{args.config}-candidates.json"
+    candidates = sample_candidates(base_model, tokenizer, pool, cfg, work_dir / "candidates.json", committed)
     train_rows, data_stats = select_training_rows(candidates, cfg)
     results["data"] = data_stats
     save()

@@ -76,6 +76,14 @@ def test_harness_end_to_end_on_tiny_model(tmp_path):
                       "--work-dir", str(tmp_path / "work")])  # fmt: skip
     assert again["methods"] == results["methods"]
 
+    # The candidates committed beside the results are reused by a run with a fresh work directory: nothing is sampled
+    (tmp_path / "tiny-candidates.json").write_bytes((tmp_path / "work" / "candidates.json").read_bytes())
+    fresh = run.main(["--config", "tiny", "--methods", "base", "--steps", "3", "--output", str(tmp_path / "r2.json"),
+                      "--work-dir", str(tmp_path / "work2")])  # fmt: skip
+    assert fresh["data"] == results["data"]
+    assert not (tmp_path / "work2" / "candidates.json").exists()
+    assert fresh["methods"]["base"]["metrics"] == results["methods"]["base"]["metrics"]
+
     text = report.render(results)
     for name in methods:
         assert f"| {name} |" in text
@@ -88,6 +96,14 @@ def test_harness_end_to_end_on_tiny_model(tmp_path):
     report.main([str(output), "--readme", str(readme)])
     updated = readme.read_text()
     assert "old" not in updated and "| pro_n3 |" in updated and updated.endswith("after\n")
+
+
+def test_method_sets_name_known_methods():
+    run = _load("run")
+    table = run._method_table()
+    for name, methods in run.METHOD_SETS.items():
+        assert set(methods) <= set(table), name
+    assert set(run.METHOD_SETS["core"]) < set(run.METHOD_SETS["all"])
 
 
 def test_rankings_are_nested_best_first():
