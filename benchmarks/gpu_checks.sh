@@ -7,8 +7,10 @@
 #   OUT=outputs/gpu bash benchmarks/gpu_checks.sh            # every step
 #   OUT=outputs/gpu bash benchmarks/gpu_checks.sh fit flex   # only the named steps (tests, sdpa, hh, fit, flex)
 #
-# On a machine without network, carry the wheels of the Python packages the image lacks (trl, datasets,
-# bitsandbytes, ...) and put them on PYTHONPATH first: see "GPU" in benchmarks/README.md.
+# On a machine without network, carry the wheels of the Python packages its image lacks (trl, datasets,
+# bitsandbytes, ...; `bash benchmarks/gpu_wheels.sh` fetches them into .whl/) and put them on PYTHONPATH first:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+#       && export PYTHONPATH=/tmp/site && OUT=$OUT bash benchmarks/gpu_checks.sh
 set -u
 OUT=${OUT:-outputs/gpu}
 PY=${PY:-python3}
