@@ -63,6 +63,7 @@ from trl_ranking.evaluation.constraints import (  # noqa: E402
 logger = logging.getLogger("learning")
 
 DATA = REPO / "tests" / "fixtures" / "data"
+RESULTS = REPO / "benchmarks" / "learning" / "results"  # the committed results, and the candidates they were run on
 HH_FILE = DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 DOVE_FILES = [
     DATA / "dove" / "anthropic_helpful" / "val_sft.jsonl",
@@ -667,7 +668,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--resample", action="store_true",
-        help="Sample the candidates again instead of reusing results/<config>-candidates.json (another model).",
+        help="Sample the candidates again instead of reusing results/<config>-candidates.json (for another model).",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument(
@@ -703,7 +704,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     work_dir = Path(args.work_dir or REPO / "outputs" / "learning" / args.config)
     work_dir.mkdir(parents=True, exist_ok=True)
-    output = Path(args.output or REPO / "benchmarks" / "learning" / "results" / f"{args.config}.json")
+    output = Path(args.output or RESULTS / f"{args.config}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -763,7 +764,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output.write_text(json.dumps(results, indent=1))
 
     base_model = load_base()
-    committed = None if args.resample else output.parent / f"{args.config}-candidates.json"
+    committed = None if args.resample else RESULTS / f"{args.config}-candidates.json"
     candidates = sample_candidates(base_model, tokenizer, pool, cfg, work_dir / "candidates.json", committed)
     train_rows, data_stats = select_training_rows(candidates, cfg)
     results["data"] = data_stats

@@ -27,7 +27,7 @@ def _load(name: str):
 
 
 @pytest.mark.slow
-def test_harness_end_to_end_on_tiny_model(tmp_path):
+def test_harness_end_to_end_on_tiny_model(tmp_path, monkeypatch):
     run, report = _load("run"), _load("report")
     output = tmp_path / "results.json"
     methods = ["base", "sft", "dpo", "pro_n3"]
@@ -76,7 +76,9 @@ def test_harness_end_to_end_on_tiny_model(tmp_path):
                       "--work-dir", str(tmp_path / "work")])  # fmt: skip
     assert again["methods"] == results["methods"]
 
-    # The candidates committed beside the results are reused by a run with a fresh work directory: nothing is sampled
+    # The committed candidates (results/<config>-candidates.json) are reused by a run with a fresh work directory:
+    # nothing is sampled
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
     (tmp_path / "tiny-candidates.json").write_bytes((tmp_path / "work" / "candidates.json").read_bytes())
     fresh = run.main(["--config", "tiny", "--methods", "base", "--steps", "3", "--output", str(tmp_path / "r2.json"),
                       "--work-dir", str(tmp_path / "work2")])  # fmt: skip
