@@ -153,6 +153,9 @@ def main(argv=None):
 
     hf_logging.set_verbosity_error()
     tokenizer = load_bundled_tokenizer()
+    vocab_size = MODEL_CONFIGS[args.model_config]["vocab_size"]
+    if tokenizer.pad_token_id >= vocab_size:  # Llama-7B's 32,000 ids: pad with one inside them (ids are random here)
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(vocab_size - 1)
     depth = MODEL_CONFIGS[args.model_config]["num_hidden_layers"]
     memory = {}  # (layout, n, length) -> [GiB at layers[0], GiB at layers[1]]
     for layers in args.layers:

@@ -120,8 +120,10 @@ def make_model_dir(name: str, layers: int | None, directory: str) -> str:
         values["num_hidden_layers"] = layers
     model_type = values.pop("model_type")
     values.setdefault("tie_word_embeddings", False)
+    special = min(50256, values["vocab_size"] - 1)  # GPT-2's <|endoftext|>, or the last id of a smaller vocabulary
     config = AutoConfig.for_model(
-        model_type, **values, max_position_embeddings=4096, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256,
+        model_type, **values, max_position_embeddings=4096, bos_token_id=special, eos_token_id=special,
+        pad_token_id=special,
     )  # fmt: skip
     torch.manual_seed(0)
     with torch.device("cpu"):

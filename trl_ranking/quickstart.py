@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--candidates", type=int, default=4, help="sampled answers per prompt (ranking length n)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=1.5)
     parser.add_argument("--batch-size", type=int, default=4, help="rankings per training step")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3")
     parser.add_argument("--sft-weight", type=float, default=0.005, help="see the module docstring")
