@@ -31,6 +31,7 @@ CPU estimate (forward passes of 1- and 2-layer 7B-shaped models; about 10 min on
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -169,6 +170,7 @@ def main(argv=None):
                         memory.setdefault((layout, n, length), []).append(measured)
                         print(f"layers={layers} {layout} n={n} length={length}: {measured}", flush=True)
                 del trainer
+                gc.collect()  # the trainer's model sits in reference cycles (accelerate, PEFT): free it before the next
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
 
