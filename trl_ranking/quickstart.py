@@ -1,6 +1,6 @@
 """Quick start: fine-tune a real small chat model with PRO (LoRA) on CPU and see what changes in its answers.
 
-    python -m trl_ranking.quickstart            # SmolLM2-135M-Instruct, about 8 minutes on 2 CPU cores
+    python -m trl_ranking.quickstart            # SmolLM2-135M-Instruct, about 7 minutes on 2 CPU cores
     python -m trl_ranking.quickstart --tiny     # a tiny random model, a smoke run of the machinery (a few minutes)
 
 The task: real user instructions (DOVE's Anthropic-helpful instructions, bundled with the package), each given one or
