@@ -24,8 +24,9 @@ CUDA context and kernels' workspaces: read it as a lower bound, within a few GiB
 
 GPU (what the issue asks for; not yet run, see README.md):
     python benchmarks/bench_fit.py --device cuda --layers 2 4 --n 2 4 8 16 --lengths 512 1024 2048 4096
-CPU estimate (forward passes of 1- and 2-layer 7B-shaped models; about 10 min on 2 cores):
-    python benchmarks/bench_fit.py --device cpu --layers 1 2 --n 4 8 16 --lengths 512 1024 2048
+CPU estimate (forward passes of 1- and 2-layer 7B-shaped models in fp32; the command of benchmarks/README.md, whose
+activations all scale with the positions, so longer rankings follow from it; larger grids need more than 24 GB):
+    python benchmarks/bench_fit.py --device cpu --layers 1 2 --layouts padded prefix+pf --n 4 8 --lengths 512
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def main(argv=None):
     if tokenizer.pad_token_id >= vocab_size:  # Llama-7B's 32,000 ids: pad with one inside them (ids are random here)
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(vocab_size - 1)
     depth = MODEL_CONFIGS[args.model_config]["num_hidden_layers"]
-    memory = {}  # (layout, n, length) -> [GiB at layers[0], GiB at layers[1]]
+    memory = {}  # (layout, n, length) -> per depth: GiB (CUDA), or (model bytes, activation bytes, positions) (CPU)
     for layers in args.layers:
         with tempfile.TemporaryDirectory() as model_dir:
             make_model_dir(args.model_config, layers, model_dir)

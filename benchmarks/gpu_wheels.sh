@@ -20,7 +20,8 @@ PLATFORM=(--python-version 3.12 --implementation cp --only-binary=:all: --no-dep
 for package in trl==1.16.0 transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
     bitsandbytes==0.50.2 tokenizers==0.23.3 huggingface-hub==1.33.0 safetensors==0.8.0 peft==0.21.2 \
     accelerate==1.15.0 click==8.5.1 hf-xet==1.8.0 regex==2026.5.9 typer==0.29.2; do
-    python3 -m pip download -q "${PLATFORM[@]}" -d "$DEST" "$package" 2>&1 | grep -v "^WARNING: Location" || true
+    # a failed download stops the script (pipefail); only the pip index's location warnings are filtered out
+    python3 -m pip download -q "${PLATFORM[@]}" -d "$DEST" "$package" 2>&1 | { grep -v "^WARNING: Location" || true; }
 done
 for wheel in "$DEST"/bitsandbytes-*.whl; do
     zip -q -d "$wheel" 'bitsandbytes/libbitsandbytes_cuda1[12]*' 'bitsandbytes/libbitsandbytes_rocm*' \
