@@ -48,8 +48,118 @@ def _done(results: dict, name: str) -> bool:
     return "metrics" in results["methods"].get(name, {})
 
 
-def main_table(results: dict) -> str:
+def _swept(name: str) -> tuple[str, float]:
+    """`("dpo", 0.3)` for a sweep row `dpo@0.3`; `(name, 1.0)` for a row at the family's configured learning rate."""
+    method, _, multiplier = name.partition("@")
+    return method, float(multiplier) if multiplier else 1.0
+
+
+def _main_rows(results: dict) -> dict[str, dict]:
+    """The rows at each family's configured learning rate (the learning-rate sweep's other points have their table)."""
+    return {name: entry for name, entry in results["methods"].items() if "@" not in name}
+
+
+def halves(count: int) -> tuple[list[int], list[int]]:
+    """Validation and test halves of the held-out prompts: even and odd positions (both keep the sources' mix)."""
+    return list(range(0, count, 2)), list(range(1, count, 2))
+
+
+def _mean(values: list[float], index: list[int]) -> float:
+    picked = [values[i] for i in index if i < len(values)]
+    return float(np.mean(picked)) if picked else float("nan")
+
+
+def lr_selection(results: dict) -> dict[str, dict[str, Any]]:
+    """For each method swept with `--lr-sweep` or `name@multiplier` rows: the held-out reward of each learning rate on
+    the validation half, and the rate chosen on it (ties go to the configured rate, then the lower one).
+
+    Returns `{method: {"points": {multiplier: entry}, "selected": multiplier}}`. Choosing on one half and reporting on
+    the other keeps the choice from flattering the figures it is judged by.
+    """
     methods = results["methods"]
+    swept: dict[str, dict[float, dict]] = {}
+    for name, entry in methods.items():
+        if "@" in name and "metrics" in entry:
+            method, multiplier = _swept(name)
+            swept.setdefault(method, {})[multiplier] = entry
+    selection = {}
+    for method, points in swept.items():
+        if "metrics" in methods.get(method, {}):
+            points[1.0] = methods[method]
+        validation, _ = halves(len(next(iter(points.values()))["per_prompt"]["reward"]))
+        scores = {m: _mean(e["per_prompt"]["reward"], validation) for m, e in points.items()}
+        best = max(scores.values())
+        tied = [m for m, score in scores.items() if score >= best - 1e-12]
+        selected = 1.0 if 1.0 in tied else min(tied)
+        selection[method] = {"points": dict(sorted(points.items())), "selected": selected, "validation": scores}
+    return selection
+
+
+def lr_sweep_table(results: dict) -> str:
+    """The learning-rate sweep: every rate's validation-half and test-half reward; then the tuned methods compared on
+    the test half alone (paired against base and against DPO at its own tuned rate)."""
+    selection = lr_selection(results)
+    if not selection:
+        return ""
+    methods = results["methods"]
+    first = next(iter(next(iter(selection.values()))["points"].values()))
+    validation, test = halves(len(first["per_prompt"]["reward"]))
+    lines = [
+        f"Learning rates swept per method (validation half: the {len(validation)} held-out prompts at even positions; "
+        f"test half: the {len(test)} at odd positions). The rate is chosen on the validation half; the test half "
+        "judges it.",
+        "",
+        "| method | LR multiplier | learning rate | validation reward | test reward [95% CI] | KL to base /token "
+        "(test half) | answer tokens | train s | chosen |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, info in selection.items():
+        for multiplier, entry in info["points"].items():
+            rewards = entry["per_prompt"]["reward"]
+            test_rewards = [rewards[i] for i in test]
+            low, high = bootstrap_ci(test_rewards)
+            kl = _mean(entry["per_prompt"].get("kl", []), test)
+            tokens = _mean(entry["per_prompt"].get("tokens", []), test)
+            lines.append(
+                f"| {method} | {multiplier:g}x | {entry.get('learning_rate', float('nan')):.1e} | "
+                f"{info['validation'][multiplier]:.3f} | {np.mean(test_rewards):.3f} [{low:.3f}, {high:.3f}] | "
+                f"{kl:.4f} | {tokens:.1f} | {entry.get('train_seconds', 0):.0f} | "
+                f"{'**yes**' if multiplier == info['selected'] else ''} |"
+            )
+
+    def tuned(method: str) -> dict | None:
+        if method in selection:
+            return selection[method]["points"][selection[method]["selected"]]
+        return methods.get(method) if "metrics" in methods.get(method, {}) else None
+
+    base, dpo = tuned("base"), tuned("dpo")
+    on_test = lambda entry: [entry["per_prompt"]["reward"][i] for i in test]  # noqa: E731
+    lines += [
+        "",
+        "Each swept method at its chosen rate, on the test half only (paired differences over the same prompts, "
+        "marked * when their interval excludes 0):",
+        "",
+        "| method | chosen LR | prompt acc | test reward [95% CI] | vs base (paired) | vs DPO, tuned (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in ["base", *selection]:
+        entry = tuned(method)
+        if entry is None:
+            continue
+        rewards = on_test(entry)
+        low, high = bootstrap_ci(rewards)
+        vs_base = paired_diff(rewards, on_test(base)) if base and method != "base" else None
+        vs_dpo = paired_diff(rewards, on_test(dpo)) if dpo and method not in ("base", "dpo") else None
+        rate = "" if method == "base" else f"{entry.get('learning_rate', float('nan')):.1e}"
+        lines.append(
+            f"| {method} | {rate} | {_mean(entry['per_prompt']['prompt_pass'], test):.3f} | {np.mean(rewards):.3f} "
+            f"[{low:.3f}, {high:.3f}] | {_fmt_diff(vs_base)} | {_fmt_diff(vs_dpo)} |"
+        )
+    return "\n".join(lines)
+
+
+def main_table(results: dict) -> str:
+    methods = _main_rows(results)
     base = methods.get("base", {}).get("per_prompt", {}).get("reward")
     dpo = methods.get("dpo", {}).get("per_prompt", {}).get("reward")
     lines = [
@@ -79,7 +189,7 @@ def balance_table(results: dict) -> str:
         "| method | n | sft_weight | loss/ranking (mean) | loss/sft (mean) | sft / ranking | held-out reward |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, entry in results["methods"].items():
+    for name, entry in _main_rows(results).items():
         log = entry.get("train_log", {})
         if "loss/ranking" not in log or "metrics" not in entry:
             continue
@@ -95,7 +205,7 @@ def balance_table(results: dict) -> str:
 
 def per_kind_table(results: dict) -> str:
     kinds = sorted({k for e in results["methods"].values() for k in e.get("per_kind", {})})
-    names = [n for n in results["methods"] if _done(results, n)]
+    names = [n for n in _main_rows(results) if _done(results, n)]
     if not kinds or not names:
         return ""
     short = [k.split(":")[1] for k in kinds]
@@ -163,7 +273,7 @@ def plots(results: dict, folder: Path, prefix: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    methods = {n: e for n, e in results["methods"].items() if "metrics" in e}
+    methods = {n: e for n, e in _main_rows(results).items() if "metrics" in e}
     written = []
 
     lengths = [(int(n.split("_n")[1]), n) for n in methods if re.fullmatch(r"pro_n\d+", n)]
@@ -230,6 +340,9 @@ def render(results: dict) -> str:
         "",
         per_kind_table(results),
     ]
+    sweep = lr_sweep_table(results)
+    if sweep:
+        parts += ["", sweep]
     return "\n".join(parts) + "\n"
 
 

@@ -198,3 +198,42 @@ def test_drift_matches_per_sequence_kl_and_nll(tmp_path, chat_tokenizer):
     alone = run.drift(switch, chat_tokenizer, prompts, responses, 2, base_context=switch.base, policy_is_base=True)
     assert alone["kl"] == [0.0, 0.0]
     assert alone["base_nll"] == pytest.approx(result["base_nll"], rel=1e-6)
+
+
+def test_learning_rate_is_chosen_on_the_validation_half_and_judged_on_the_test_half():
+    report = _load("report")
+
+    def entry(rewards: list[float], lr: float) -> dict:
+        count = len(rewards)
+        return {
+            "learning_rate": lr,
+            "metrics": {"mean_reward": sum(rewards) / count},
+            "per_prompt": {"reward": rewards, "prompt_pass": [float(r == 1.0) for r in rewards], "kl": [0.1] * count},
+        }
+
+    # Even positions are the validation half, odd ones the test half. At 3x DPO is best on validation but worst on
+    # test: the choice must follow validation, and the test half must then show the drop.
+    results = {
+        "methods": {
+            "base": entry([0.0, 0.0, 0.0, 0.0], 0.0),
+            "dpo": entry([0.5, 1.0, 0.5, 1.0], 1e-3),
+            "dpo@3": entry([1.0, 0.0, 1.0, 0.0], 3e-3),
+            "dpo@0.3": entry([0.5, 0.5, 0.5, 0.5], 3e-4),
+            "pro_n4": entry([1.0, 1.0, 0.5, 0.5], 1e-3),
+            "pro_n4@0.3": entry([1.0, 0.5, 0.5, 0.5], 3e-4),  # ties 1x on validation: the configured rate is kept
+        }
+    }
+    assert report.halves(5) == ([0, 2, 4], [1, 3])
+    selection = report.lr_selection(results)
+    assert selection["dpo"]["selected"] == 3.0
+    assert selection["dpo"]["validation"] == {0.3: 0.5, 1.0: 0.5, 3.0: 1.0}
+    assert selection["pro_n4"]["selected"] == 1.0
+    text = report.lr_sweep_table(results)
+    # DPO at its chosen 3x scores 0 on the test half; PRO at 1x scores 0.75 there: +0.75 over tuned DPO
+    assert "| dpo | 3.0e-03 | 0.000 | 0.000 [0.000, 0.000] |" in text
+    assert (
+        "| pro_n4 | 1.0e-03 | 0.500 | 0.750 [0.500, 1.000] | +0.750 [+0.500, +1.000] * | +0.750 [+0.500, +1.000] * |"
+        in text
+    )
+    # The sweep's extra rows stay out of the main table (its rows are the configured rates)
+    assert list(report._main_rows(results)) == ["base", "dpo", "pro_n4"]
