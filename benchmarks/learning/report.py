@@ -104,6 +104,10 @@ def lr_sweep_table(results: dict) -> str:
     methods = results["methods"]
     first = next(iter(next(iter(selection.values()))["points"].values()))
     validation, test = halves(len(first["per_prompt"]["reward"]))
+
+    def on_test(entry: dict) -> list[float]:
+        return [entry["per_prompt"]["reward"][i] for i in test]
+
     lines = [
         f"Learning rates swept per method (validation half: the {len(validation)} held-out prompts at even positions; "
         f"test half: the {len(test)} at odd positions). The rate is chosen on the validation half; the test half "
@@ -115,8 +119,7 @@ def lr_sweep_table(results: dict) -> str:
     ]
     for method, info in selection.items():
         for multiplier, entry in info["points"].items():
-            rewards = entry["per_prompt"]["reward"]
-            test_rewards = [rewards[i] for i in test]
+            test_rewards = on_test(entry)
             low, high = bootstrap_ci(test_rewards)
             kl = _mean(entry["per_prompt"].get("kl", []), test)
             tokens = _mean(entry["per_prompt"].get("tokens", []), test)
@@ -133,7 +136,6 @@ def lr_sweep_table(results: dict) -> str:
         return methods.get(method) if "metrics" in methods.get(method, {}) else None
 
     base, dpo = tuned("base"), tuned("dpo")
-    on_test = lambda entry: [entry["per_prompt"]["reward"][i] for i in test]  # noqa: E731
     lines += [
         "",
         "Each swept method at its chosen rate, on the test half only (paired differences over the same prompts, "

@@ -91,7 +91,8 @@ class Config:
     # held-out constraint accuracy. Sweeps run as `name@multiplier` rows (`--lr-sweep 0.3,1,3`, or e.g. `--methods
     # dpo@0.3,dpo@3`); `report.py` chooses each swept method's rate on the validation half of the held-out prompts and
     # compares the chosen rates on the test half. The CPU sweep (results/cpu.json) chose 1e-3 for SFT and PRO, 3e-4 for
-    # DPO on best-vs-worst pairs, 1e-3 for DPO on conditional pairs. These defaults stay 1e-3: a resumed run keeps its rows only while the settings are unchanged.
+    # DPO on best-vs-worst pairs, 1e-3 for DPO on conditional pairs. These defaults stay 1e-3: a resumed run keeps its
+    # rows only while the settings are unchanged.
     learning_rates: dict[str, float] = field(
         default_factory=lambda: {"sft": 1e-3, "dpo": 1e-3, "pro": 1e-3, "dove": 1e-3}
     )
