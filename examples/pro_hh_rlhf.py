@@ -1,4 +1,4 @@
-"""PRO on HH-RLHF with the paper's recipe as defaults (Song et al., 2023, arXiv 2306.17492).
+"""PRO on HH-RLHF with the paper's recipe as defaults (Song et al., 2024, arXiv 2306.17492).
 
 The defaults are the official HH-RLHF run (AlibabaResearch/DAMO-ConvAI, `PRO/train/train_hh.sh` and `ds_config.yaml`):
 a full fine-tune (LLaMA-7B in the paper) with AdamW at a constant learning rate of 5e-6, 2 epochs, an effective batch

@@ -221,3 +221,81 @@ def test_lora_pro_step_trains_the_adapter(smollm2_path, tmp_path):
     assert all(torch.equal(after[name].detach(), tensor) for name, tensor in frozen.items())
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses and all(torch.isfinite(torch.tensor(loss)) for loss in losses)
+
+
+# --- issue 27: a cache that verifies its weights, cleans its temporaries and names its problems ---------------------
+
+
+@pytest.fixture
+def fake_weights(tmp_path, monkeypatch, fake_gguf):
+    """The stand-in converter writing a `model.safetensors` too."""
+
+    def convert(gguf_file, output_dir):
+        fake_gguf.append(Path(output_dir))
+        (Path(output_dir) / "config.json").write_text("{}")
+        (Path(output_dir) / "model.safetensors").write_bytes(b"w" * 1000)
+        return str(output_dir)
+
+    monkeypatch.setattr(assets, "convert_gguf_checkpoint", convert)
+    return fake_gguf
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_cache_with_damaged_weights_is_rebuilt(tmp_path, fake_weights, damage):
+    cache = tmp_path / "cache"
+    path = Path(assets.smollm2_135m_instruct(cache_dir=cache, prefer_hub=False))
+    weights = path / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(b"w" * 10)
+    else:
+        weights.unlink()
+    assert assets.smollm2_135m_instruct(cache_dir=cache, prefer_hub=False) == str(path)
+    assert len(fake_weights) == 2, "the damaged cache is converted again, not reused"
+    assert weights.stat().st_size == 1000
+
+
+def test_stale_temporary_folders_are_removed(tmp_path, fake_weights):
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # A conversion killed mid-way (SIGKILL: no `finally` ran) by a process that no longer exists
+    killed = cache / ".smollm2-135m-instruct-q4_1.tmp-abc123"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+    (killed / assets._OWNER_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "host": assets._host()}))
+    old = cache / ".smollm2-135m-instruct-q4_1.stale-xyz"  # left by an older version, with no owner file
+    old.mkdir()
+    os.utime(old, (0, 0))
+    # One that a live process (this one) is still writing is left alone
+    live = cache / ".smollm2-135m-instruct-q4_1.tmp-live"
+    live.mkdir()
+    (live / assets._OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": assets._host()}))
+    assets.smollm2_135m_instruct(cache_dir=cache, prefer_hub=False)
+    assert sorted(p.name for p in cache.iterdir()) == [live.name, "smollm2-135m-instruct-q4_1"]
+    # A reused cache cleans too
+    killed.mkdir()
+    (killed / assets._OWNER_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "host": assets._host()}))
+    assets.smollm2_135m_instruct(cache_dir=cache, prefer_hub=False)
+    assert not killed.exists() and len(fake_weights) == 1
+
+
+def test_cache_variable_pointing_at_a_file_is_named(tmp_path, fake_weights, monkeypatch):
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv(assets.CACHE_ENV, str(not_a_folder))
+    with pytest.raises(NotADirectoryError, match=rf"\${assets.CACHE_ENV}.*a-file.*not a folder"):
+        assets.smollm2_135m_instruct(prefer_hub=False)
+    with pytest.raises(NotADirectoryError, match=r"cache_dir.*a-file.*not a folder"):
+        assets.smollm2_135m_instruct(cache_dir=not_a_folder, prefer_hub=False)
+
+
+@requires_gguf
+def test_a_corrupt_gguf_names_the_file_and_the_reinstall(tmp_path, monkeypatch):
+    corrupt = tmp_path / "pkg" / assets.SMOLLM2_GGUF_FILE
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(GGUF.read_bytes()[:4096])  # a truncated download: the real header, then nothing
+    monkeypatch.setattr(assets, "smollm2_gguf_path", lambda: corrupt)
+    with pytest.raises(RuntimeError, match=r"SmolLM2-135M-Instruct.Q4_1.gguf.*corrupt.*pip install --force-reinstall"):
+        assets.smollm2_135m_instruct(cache_dir=tmp_path / "cache", prefer_hub=False)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []

@@ -58,7 +58,7 @@ def test_auto_stop_strings_and_prompt_truncation(tokenizer, tiny_model_path, hh_
     model = tiny_causal_lm(tiny_model_path)
     calls = record_generate_calls(model, monkeypatch)
     assert all(is_hh_prompt(p) for p in hh_prompts) and not is_hh_prompt("Translate: chat")
-    generate_responses(model, tokenizer, hh_prompts[:2], max_new_tokens=2, max_prompt_length=16)
+    generate_responses(model, tokenizer, hh_prompts[:2], max_new_tokens=2, max_prompt_length=16, engine="generate")
     (criterion,) = calls[-1]["stopping_criteria"]
     assert isinstance(criterion, StopStringCriteria) and criterion.stop_strings == HH_STOP_STRINGS
     assert calls[-1]["do_sample"] is False
@@ -66,7 +66,7 @@ def test_auto_stop_strings_and_prompt_truncation(tokenizer, tiny_model_path, hh_
     assert input_ids.shape[1] == 16  # left-truncated: the end of the prompt is kept
     kept = {tuple(row.tolist()) for row in input_ids}
     assert {tuple(tokenizer(p)["input_ids"][-16:]) for p in hh_prompts[:2]} == kept
-    generate_responses(model, tokenizer, ["Translate to French: cat ->"], max_new_tokens=2)
+    generate_responses(model, tokenizer, ["Translate to French: cat ->"], max_new_tokens=2, engine="generate")
     assert "stopping_criteria" not in calls[-1]
 
 

@@ -161,10 +161,19 @@ def chat_reply(content):
     return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(role="assistant", content=content))])
 
 
+def http_module():
+    """The HTTP library the installed `openai` is built on: `httpx2` (openai >= 3) or `httpx`."""
+    return pytest.importorskip("httpx2" if hasattr(openai, "DefaultHttpx2Client") else "httpx")
+
+
+def http_request(url: str = "http://judge/v1/chat/completions"):
+    """A real request object, as the client attaches to its errors (`openai` reads its headers)."""
+    return http_module().Request("POST", url)
+
+
 def status_error(status: int, message: str):
     """The `openai` exception the client raises for an HTTP `status` (after its retries, for retried statuses)."""
-    request = SimpleNamespace(method="POST", url="http://judge/v1/chat/completions")
-    response = SimpleNamespace(status_code=status, headers={}, request=request)
+    response = http_module().Response(status, request=http_request(), json={"error": {"message": message}})
     cls = {400: openai.BadRequestError, 401: openai.AuthenticationError, 404: openai.NotFoundError}.get(
         status, openai.InternalServerError
     )
@@ -277,7 +286,7 @@ def test_chat_judge_failed_request_is_no_verdict(stub, caplog):
     with caplog.at_level("WARNING", logger="trl_ranking.judges"):
         assert judge(FIRST, SECOND) is None
     assert "comparison 0: no verdict, the request failed: http://judge/v1: InternalServerError" in caplog.text
-    stub.default = openai.APIConnectionError(request=SimpleNamespace(method="POST", url="http://judge/v1"))
+    stub.default = openai.APIConnectionError(request=http_request("http://judge/v1"))
     assert judge(FIRST, SECOND) is None
 
 
@@ -344,7 +353,7 @@ def test_chat_judge_builds_an_openai_client_with_its_settings(monkeypatch):
 
 def test_chat_judge_retries_are_the_openai_clients(monkeypatch):
     """The real `openai` client on an in-process transport (no network): 500 and 429 are retried, then answered."""
-    http = pytest.importorskip("httpx2" if hasattr(openai, "DefaultHttpx2Client") else "httpx")
+    http = http_module()
     answers = [
         (500, {"error": {"message": "overloaded"}}),
         (429, {"error": {"message": "slow down"}}),
@@ -454,3 +463,115 @@ def test_reward_model_judge_builds_joint_pairs(tokenizer):
     assert stats.asked == 40 and stats.kept == len(pairs) == 40 - stats.ties
     for row in pairs:
         assert score_of[row["chosen_prompt"]] > score_of[row["rejected_prompt"]]
+
+
+# --- issue 27: scores checked, the environment's key kept to OpenAI, a total deadline per request -----------------
+
+
+@pytest.mark.parametrize(
+    "scores, message",
+    [
+        (["9", "11", "13"], r"comparison 0, first pair \(prompt 'p0'\) \(the scorer's score\): a reward must be a number, got str \('9'\)"),
+        ([1.0, None, 2.0], r"comparison 0, second pair \(prompt 'p1'\) \(the scorer's score\): a reward must be a number, got NoneType"),
+        ([1.0, 2.0, float("nan")], r"comparison 1, second pair \(prompt 'p2'\) \(the scorer's score\): the reward is not finite"),
+    ],
+)
+def test_reward_model_judge_checks_every_score(scores, message):
+    # Text scores would compare as text ('9' > '13'), keeping 9 as chosen over 11 and 13
+    judge = RewardModelJudge(lambda prompts, completions: list(scores))
+    pairs = [("p0", "a"), ("p1", "b"), ("p2", "c")]
+    with pytest.raises(ValueError, match=message):
+        judge.judge_batch([pairs[0], pairs[1]], [pairs[1], pairs[2]])
+
+
+def test_reward_model_judge_accepts_numpy_and_tensor_scores():
+    import torch
+
+    judge = RewardModelJudge(lambda prompts, completions: torch.tensor([9.0, 11.0]))
+    assert judge(("p", "a"), ("p", "b")) == 1
+    judge = RewardModelJudge(lambda prompts, completions: np.array([13, 11]))
+    assert judge(("p", "a"), ("p", "b")) == 0
+
+
+@pytest.mark.parametrize(
+    "base_url, sent",
+    [
+        ("https://api.openai.com/v1", "sk-from-env"),
+        ("https://api.openai.com/v1/", "sk-from-env"),
+        ("http://api.openai.com/v1", "EMPTY"),  # plain http: never the key
+        ("http://127.0.0.1:8000/v1", "EMPTY"),
+        ("http://judge.example.com/v1", "EMPTY"),
+        ("https://api.openai.com.evil.example/v1", "EMPTY"),
+        ("https://my-proxy.example/api.openai.com/v1", "EMPTY"),
+    ],
+)
+def test_chat_judge_sends_the_environments_key_only_to_openai(monkeypatch, base_url, sent):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    monkeypatch.delenv("TRL_RANKING_JUDGE_API_KEY", raising=False)
+    judge = OpenAIChatJudge(base_url, model="m")
+    assert judge.client.api_key == sent  # built, not called: nothing is sent anywhere
+    assert "sk-from-env" not in repr(judge)
+
+
+def test_chat_judge_key_for_another_endpoint_is_explicit(monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    monkeypatch.delenv("TRL_RANKING_JUDGE_API_KEY", raising=False)
+    assert OpenAIChatJudge("http://127.0.0.1:8000/v1", model="m", api_key="sk-mine").client.api_key == "sk-mine"
+    monkeypatch.setenv("TRL_RANKING_JUDGE_API_KEY", "sk-judge")
+    assert OpenAIChatJudge("http://127.0.0.1:8000/v1", model="m").client.api_key == "sk-judge"
+    # An explicit key over plain http to a host that is not this machine travels in clear text: refused
+    with pytest.raises(ValueError, match=r"plain http.*judge\.example\.com"):
+        OpenAIChatJudge("http://judge.example.com/v1", model="m", api_key="sk-mine")
+    with pytest.raises(ValueError, match=r"plain http.*judge\.example\.com"):
+        OpenAIChatJudge("http://judge.example.com/v1", model="m")  # the judge variable's key, the same
+    monkeypatch.delenv("TRL_RANKING_JUDGE_API_KEY")
+    assert OpenAIChatJudge("https://judge.example.com/v1", model="m", api_key="sk-mine").client.api_key == "sk-mine"
+
+
+def _trickling_server(delay: float) -> tuple[int, threading.Event]:
+    """A local HTTP server that answers one request with a valid reply, one byte every `delay` seconds."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+    body = json.dumps(
+        {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Output (b)"}}]}
+    ).encode()  # fmt: skip
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection, listener:
+            connection.recv(65536)
+            for byte in reply:
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(delay)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], stop
+
+
+def test_chat_judge_timeout_bounds_a_trickling_request(monkeypatch):
+    """Every read gets a byte within the per-read timeout, yet the whole reply takes ~40 s: the call must fail after
+    about `timeout` seconds, not when the server is done."""
+    import time
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    port, stop = _trickling_server(delay=0.1)
+    judge = OpenAIChatJudge(f"http://127.0.0.1:{port}/v1", model="m", timeout=1.0, max_retries=0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(JudgeRequestError, match=r"within 1 s|[Tt]imeout|timed out"):
+            judge.complete("hi")
+    finally:
+        stop.set()
+    assert time.monotonic() - start < 8.0

@@ -42,7 +42,7 @@ def test_left_truncate_prompt():
 def test_generation_keeps_bos(bos_tokenizer, tiny_model_path, long_prompts, monkeypatch):
     model = tiny_causal_lm(tiny_model_path)
     calls = record_generate_calls(model, monkeypatch)
-    generate_responses(model, bos_tokenizer, long_prompts, max_new_tokens=2, max_prompt_length=16)
+    generate_responses(model, bos_tokenizer, long_prompts, max_new_tokens=2, max_prompt_length=16, engine="generate")
     rows = {tuple(row.tolist()) for row in calls[-1]["input_ids"]}
     expected = {(bos_tokenizer.bos_token_id, *bos_tokenizer(prompt)["input_ids"][-15:]) for prompt in long_prompts}
     assert rows == expected

@@ -4,6 +4,8 @@ have in common (rankings of real rows, independent log-probabilities, loss-and-g
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 from functools import cache
 from pathlib import Path
 
@@ -26,6 +28,81 @@ LAYOUTS = {
     "padding_free": {"prefix_sharing": False, "padding_free": True},
     "prefix_shared+padding_free": {"prefix_sharing": True, "padding_free": True},
 }
+
+
+SMALL_VOCAB_SIZE = 4096
+"""The vocabulary of the small tokenizer and the tiny models built for it: GPT-2's first 4,095 tokens and its EOS."""
+
+
+def save_small_vocab_tokenizer(output_dir, vocab_size: int = SMALL_VOCAB_SIZE) -> str:
+    """GPT-2's byte-level BPE cut to its first `vocab_size - 1` tokens (the 256 bytes and the merges that make the
+    next ones, in GPT-2's order), with `<|endoftext|>` (BOS, EOS, UNK, and pad once loaded) as its last id. Saved to
+    `output_dir`, whose path is returned.
+
+    It tokenizes like GPT-2 (same pre-tokenizer, no BOS added, EOS the last id) into ~1.2x as many tokens on English
+    text, for a model whose LM head has 4,096 rows instead of 50,257: that head is most of a tiny model's cost. The
+    tests of trainer mechanics, layouts and losses use it; tokenization tests and real-text formats keep GPT-2.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from trl_ranking.assets import bundled_tokenizer_path
+
+    data = json.loads((Path(bundled_tokenizer_path()) / "tokenizer.json").read_text(encoding="utf-8"))
+    eos_id = vocab_size - 1
+    data["model"]["vocab"] = {token: i for token, i in data["model"]["vocab"].items() if i < eos_id}
+    data["model"]["merges"] = data["model"]["merges"][: eos_id - 256]  # merge k makes token 256 + k
+    data["model"]["vocab"]["<|endoftext|>"] = eos_id
+    (added,) = data["added_tokens"]
+    added["id"] = eos_id
+    special = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)), bos_token=special, eos_token=special, unk_token=special
+    )
+    assert len(tokenizer) == vocab_size and tokenizer.eos_token_id == eos_id
+    tokenizer.save_pretrained(output_dir)
+    return str(output_dir)
+
+
+def make_small_vocab_causal_lm(output_dir, seed: int = 0, model_type: str = "llama", **sizes) -> str:
+    """`make_tiny_causal_lm`'s model (same sizes and seed rule) with the small tokenizer's vocabulary and special ids,
+    saved to `output_dir` (with the small tokenizer), whose path is returned."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    eos_id = SMALL_VOCAB_SIZE - 1
+    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    values.update(sizes)
+    values["num_key_value_heads"] = values["num_attention_heads"]
+    config = {"llama": LlamaConfig, "qwen2": Qwen2Config}[model_type](
+        vocab_size=SMALL_VOCAB_SIZE,
+        max_position_embeddings=2048,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=False,
+        **values,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(output_dir)
+    save_small_vocab_tokenizer(output_dir)
+    return str(output_dir)
+
+
+def load_small_vocab_tokenizer(path, chat_template: bool = False):
+    """The small tokenizer saved at `path`, with `pad_token = eos_token` (and the ChatML-style test template), as
+    `load_bundled_tokenizer` gives GPT-2's."""
+    from transformers import AutoTokenizer
+
+    from trl_ranking.assets import SIMPLE_CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = tokenizer.eos_token
+    if chat_template:
+        tokenizer.chat_template = SIMPLE_CHAT_TEMPLATE
+    return tokenizer
 
 
 @cache
@@ -132,9 +209,75 @@ def assert_same_gradient(packed_grad: torch.Tensor, grad: torch.Tensor, name: st
     torch.testing.assert_close(packed_grad, grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
 
 
+# Logged metrics that are a difference of two other logged metrics (TRL's DPO metrics, which DOVE logs too)
+DIFFERENCE_METRICS = {"rewards/margins": ("rewards/chosen", "rewards/rejected")}
+
+
+def assert_same_metrics(got: dict, expected: dict, names, context: str = "", rel: float = 1e-5, abs: float = 1e-6):
+    """Logged metrics of two computations that must agree (a packed layout and the padded one, two runs): each within
+    `rel`/`abs` of the other.
+
+    A margin (`rewards/margins`, the chosen minus the rejected rewards) is a difference of two close numbers: float32
+    sums in another order move it by the rewards' rounding, not the margin's, so a tolerance relative to the margin is
+    too tight. The two rewards are compared at their own tolerance, and the margin at the sum of theirs."""
+    for name in names:
+        if name in DIFFERENCE_METRICS:
+            terms = DIFFERENCE_METRICS[name]
+            for term in terms:
+                assert got[term] == pytest.approx(expected[term], rel=rel, abs=abs), f"{context}: {term}"
+            tolerance = sum(rel * builtins.abs(expected[term]) + abs for term in terms)
+            assert builtins.abs(got[name] - expected[name]) <= tolerance, f"{context}: {name}"
+        else:
+            assert got[name] == pytest.approx(expected[name], rel=rel, abs=abs), f"{context}: {name}"
+
+
 def move_lora_away_from_zero(model, std: float = 0.5) -> None:
     """Give a fresh LoRA adapter non-zero `B` matrices, so the policy differs from the base model (the reference)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, std)
+
+
+# bf16 tolerances. bfloat16 keeps 8 significant bits: one rounding moves a value by up to 2^-9 (0.2%) of itself.
+# Under CPU autocast every matrix product rounds its inputs and output to bf16, the log-probabilities come out of
+# TRL's fused head in float32, and the losses are float32 sums of thousands of them, so the rounding errors mostly
+# average out (measured on the tiny models: ~1e-4 relative between bf16 and float32, <1e-5 between layouts). 2e-2 is
+# ten bf16 roundings: a margin for accumulation through the layers, and still far below what a wrong token, mask or
+# normalisation moves a loss by (tens of percent). Gradients are compared by direction, cosine > 0.99 (measured
+# 0.9995 bf16 against float32, 0.99999 between layouts), and by relative norm of the difference (< 5e-2).
+BF16_REL = 2e-2
+BF16_GRAD_COSINE = 0.99
+BF16_GRAD_REL = 5e-2
+
+
+def prepare_for_mixed_precision(trainer):
+    """Wrap the trainer's model as `Trainer.train` does: with `bf16=True`, accelerate runs its forward under
+    `torch.autocast(device, dtype=torch.bfloat16)` and casts the outputs to float32 (the weights stay float32)."""
+    trainer.model = trainer.accelerator.prepare_model(trainer.model)
+    return trainer
+
+
+def assert_close_gradient_bf16(got: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    """Two gradients agree at bf16 tolerance: same direction (cosine) and a small relative difference."""
+    cosine = torch.nn.functional.cosine_similarity(got.double(), expected.double(), dim=0).item()
+    relative = ((got - expected).norm() / expected.norm()).item()
+    assert cosine > BF16_GRAD_COSINE, f"{name}: gradient cosine {cosine:.5f}"
+    assert relative < BF16_GRAD_REL, f"{name}: relative gradient difference {relative:.2e}"
+
+
+@contextlib.contextmanager
+def linear_output_dtypes(model):
+    """Record the output dtype of every `nn.Linear` of `model` (the matrix products autocast lowers to bf16) during
+    the block: yields the list the forwards fill."""
+    dtypes: list[torch.dtype] = []
+    handles = [
+        module.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+        for module in model.modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+    try:
+        yield dtypes
+    finally:
+        for handle in handles:
+            handle.remove()

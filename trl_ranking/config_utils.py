@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -15,6 +16,29 @@ def check_max_prompt_length(max_prompt_length: int | None, max_length: int | Non
         raise ValueError(
             f"`max_prompt_length` ({max_prompt_length}) must be smaller than `max_length` ({max_length}) so that "
             "every completion keeps at least one token."
+        )
+
+
+def check_beta_and_loss_weights(beta: float, loss_weights: list[float] | None) -> None:
+    """`beta` must be > 0 and `loss_weights` >= 0 with one of them > 0.
+
+    A negative `beta` flips the sign of every reference log-ratio, so it trains the inverted preference; 0 trains
+    nothing. Checked always, whether or not the loss uses `beta`: DPO's default 0.1 passes, so only a value set by
+    hand can fail, and such a value is a mistake even where the current loss ignores it. Weights that are all 0 train
+    nothing and save the unchanged model.
+    """
+    if not beta > 0:
+        raise ValueError(
+            f"`beta` must be > 0, got {beta}: a negative beta trains the inverted preference, 0 trains nothing."
+        )
+    if loss_weights is None:
+        return
+    if any(not math.isfinite(w) or w < 0 for w in loss_weights):
+        raise ValueError(f"`loss_weights` must be finite and >= 0, got {loss_weights}.")
+    if not any(w > 0 for w in loss_weights):
+        raise ValueError(
+            f"`loss_weights={loss_weights}` are all 0: the loss would be 0, nothing would train and the unchanged "
+            "model would be saved. Give at least one loss a positive weight."
         )
 
 

@@ -19,12 +19,17 @@ import math
 import numbers
 import os
 import re
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm.contrib.concurrent import thread_map
 
 from .rewards import PromptLike, RewardModelScorer
+from .validation import check_reward, scorer_output
 
 
 logger = logging.getLogger(__name__)
@@ -214,6 +219,7 @@ class RewardModelJudge:
         keys: dict[str, int] = {}
         prompts: list[PromptLike] = []
         completions: list[PromptLike] = []
+        origins: list[str] = []  # where each distinct pair first appears, for the score check's error
         slots: list[tuple[int, int]] = []
         for index, (first, second) in enumerate(zip(firsts, seconds)):
             slot = []
@@ -224,16 +230,26 @@ class RewardModelJudge:
                     keys[key] = len(prompts)
                     prompts.append(prompt)
                     completions.append(completion)
+                    origins.append(f"comparison {index}, {name} pair (prompt {_as_text_or_repr(prompt)!r:.80})")
                 slot.append(keys[key])
             slots.append((slot[0], slot[1]))
-        scores = list(self.scorer(prompts, completions)) if prompts else []
-        if len(scores) != len(prompts):
-            raise ValueError(f"the scorer returned {len(scores)} scores for {len(prompts)} pairs")
+        raw = self.scorer(prompts, completions) if prompts else []
+        raw = scorer_output(raw, len(prompts), "RewardModelJudge")
+        # The one reward check: a text score would compare as text ('9' > '13'), `None` as a bare TypeError
+        scores = [check_reward(score, f"{origin} (the scorer's score)") for score, origin in zip(raw, origins)]
         return [0 if scores[a] >= scores[b] else 1 for a, b in slots]
 
 
 class JudgeRequestError(RuntimeError):
     """The judge's endpoint failed: a non-retryable status, retries exhausted, or a malformed response."""
+
+
+def _as_text_or_repr(value: Any) -> str:
+    """A prompt as plain text where it is one (for error messages), else its repr."""
+    try:
+        return _as_text(value, role_labels=True)
+    except ValueError:
+        return repr(value)
 
 
 def _as_text(value: PromptLike, role_labels: bool) -> str:
@@ -282,6 +298,115 @@ def parse_judgement(reply: str | None) -> int | None:
     return 0 if match.group(1).lower() == "a" else 1
 
 
+OPENAI_API_HOST = "api.openai.com"
+"""The one host `$OPENAI_API_KEY` is sent to (over https) when `OpenAIChatJudge` gets no `api_key`."""
+
+JUDGE_API_KEY_ENV = "TRL_RANKING_JUDGE_API_KEY"
+"""Environment variable holding the key for a judge endpoint other than OpenAI's (e.g. with `trl-ranking eval`)."""
+
+
+def _is_openai_endpoint(base_url: str) -> bool:
+    """Whether `base_url` is OpenAI's own API over https (not a look-alike host, port or a proxy path)."""
+    parts = urlsplit(base_url)
+    return parts.scheme == "https" and parts.hostname == OPENAI_API_HOST and parts.port in (None, 443)
+
+
+def _is_local_host(host: str | None) -> bool:
+    """Whether `host` is this machine (a loopback name or address): plain http to it leaves no machine."""
+    import ipaddress
+
+    if host is None:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# The deadline of the request the current thread is sending (a `time.monotonic()` value), set by `OpenAIChatJudge`'s
+# client at the start of each attempt and read by its sockets
+_request_deadline = threading.local()
+
+
+def _remaining(timeout: float | None, timeout_error: type[Exception]) -> float | None:
+    """A socket operation's timeout, cut to what is left of the request's total deadline."""
+    deadline = getattr(_request_deadline, "at", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise timeout_error("the request passed its total deadline (OpenAIChatJudge `timeout`)")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """A network stream (httpcore's interface) whose every read and write waits at most until the deadline: httpx's
+    own timeouts bound each operation, so a server trickling one byte a second could hold a request for ever."""
+
+    def __init__(self, stream: Any, timeout_error: type[Exception]) -> None:
+        self._stream, self._timeout_error = stream, timeout_error
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _remaining(timeout, self._timeout_error))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        return self._stream.write(buffer, _remaining(timeout, self._timeout_error))
+
+    def close(self) -> None:
+        return self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        stream = self._stream.start_tls(ssl_context, server_hostname, _remaining(timeout, self._timeout_error))
+        return _DeadlineStream(stream, self._timeout_error)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, its streams wrapped in `_DeadlineStream`."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        # httpcore's own timeout error, which httpx and then `openai` turn into their timeout errors (and retry)
+        self._timeout_error = sys.modules[type(backend).__module__.split(".")[0]].ReadTimeout
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, **kwargs: Any) -> _DeadlineStream:
+        stream = self._backend.connect_tcp(host, port, _remaining(timeout, self._timeout_error), **kwargs)
+        return _DeadlineStream(stream, self._timeout_error)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, **kwargs: Any) -> _DeadlineStream:
+        stream = self._backend.connect_unix_socket(path, _remaining(timeout, self._timeout_error), **kwargs)
+        return _DeadlineStream(stream, self._timeout_error)
+
+    def sleep(self, seconds: float) -> None:
+        return self._backend.sleep(seconds)
+
+
+def _deadline_http_client(openai_module: Any, timeout: float) -> Any | None:
+    """An httpx client (the flavour `openai` uses) whose requests each end after `timeout` seconds in all, or `None`
+    where this httpx has no network backend to wrap (the client's per-operation timeouts then apply alone)."""
+    import importlib
+
+    http = importlib.import_module("httpx2" if hasattr(openai_module, "DefaultHttpx2Client") else "httpx")
+    transport = http.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if backend is None:
+        logger.warning("OpenAIChatJudge: this httpx has no network backend to bound; `timeout` is per operation")
+        return None
+    pool._network_backend = _DeadlineBackend(backend)
+
+    def start_deadline(request: Any) -> None:  # each attempt (the client's retries included) gets the whole timeout
+        _request_deadline.at = time.monotonic() + timeout
+
+    return http.Client(
+        transport=transport, timeout=timeout, follow_redirects=True, event_hooks={"request": [start_deadline]}
+    )
+
+
 class OpenAIChatJudge:
     """Judge two (instruction, response) pairs by asking a chat model through an OpenAI-compatible endpoint.
 
@@ -294,9 +419,17 @@ class OpenAIChatJudge:
 
     Retries are the `openai` client's: timeouts, connection errors and the statuses 408, 409, 429 and 5xx are retried
     up to `max_retries` times with exponential backoff (0.5 s doubling, capped at 8 s, with jitter), or after the
-    server's `Retry-After` when it asks for at most 60 s. `timeout` is the client's per-request timeout (httpx's, which
-    bounds each network operation: a server that keeps trickling bytes can hold a request longer). The statuses 401,
-    403 and 404 (a wrong key, URL or model) raise `JudgeRequestError` at once.
+    server's `Retry-After` when it asks for at most 60 s. `timeout` bounds each request (each attempt) as a whole:
+    connecting, sending, waiting and reading together, so a server that keeps trickling bytes cannot hold it longer
+    (httpx's own timeouts bound each network operation only). A comparison can so take up to
+    `(max_retries + 1) * timeout` seconds plus the backoff. The statuses 401, 403 and 404 (a wrong key, URL or model)
+    raise `JudgeRequestError` at once.
+
+    The API key: `api_key` when given. Otherwise `$OPENAI_API_KEY` is sent to OpenAI's own API only
+    (`https://api.openai.com`), never to another `base_url`: a key for another endpoint is passed as `api_key=...`,
+    or (e.g. for `trl-ranking eval --judge openai --judge_base_url ...`) in `$TRL_RANKING_JUDGE_API_KEY`; without
+    either, the placeholder `"EMPTY"` is sent (local servers need no key). A key is never sent over plain `http://` to
+    a host other than this machine (it would travel in clear text): that raises a `ValueError`; use `https://`.
 
     A comparison whose request still fails, or whose reply is not in the paper's answer format, gets the verdict
     `None` ("no verdict", logged at WARNING with the reason): the pair builders and `pairwise_win_rate` skip and count
@@ -305,8 +438,10 @@ class OpenAIChatJudge:
     Args:
         base_url (`str`): The API root, e.g. `"https://api.openai.com/v1"` or `"http://localhost:8000/v1"`.
         model (`str`): The model name sent in the request.
-        api_key (`str`, *optional*): Defaults to `$OPENAI_API_KEY`, else `"EMPTY"` (local servers need no key).
-        timeout (`float`, defaults to `60.0`): Seconds per request.
+        api_key (`str`, *optional*): The key sent to `base_url`. Defaults to `$OPENAI_API_KEY` for OpenAI's API
+            (`https://api.openai.com/...`) only, to `$TRL_RANKING_JUDGE_API_KEY` for any other endpoint, else
+            `"EMPTY"` (local servers need no key).
+        timeout (`float`, defaults to `60.0`): Seconds per request, in all (see above).
         max_retries (`int`, defaults to `3`): Retries after the first attempt.
         prompt_template (`str`, *optional*): Template for joint comparisons, with the fields `{instruction_1}`,
             `{output_1}`, `{instruction_2}`, `{output_2}`; defaults to `DOVE_JOINT_PROMPT`.
@@ -373,7 +508,7 @@ class OpenAIChatJudge:
             )
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.api_key = self._resolve_api_key(base_url, api_key) if client is None else api_key
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.prompt_template = prompt_template
@@ -384,6 +519,29 @@ class OpenAIChatJudge:
         self.num_workers = num_workers
         self.progress_bar = progress_bar
         self._client = client
+
+    @staticmethod
+    def _resolve_api_key(base_url: str, api_key: str | None) -> str | None:
+        """The key to send: `$OPENAI_API_KEY` goes to OpenAI's own https endpoint only, never elsewhere."""
+        if api_key is None:
+            if _is_openai_endpoint(base_url):
+                api_key = os.environ.get("OPENAI_API_KEY")
+            else:
+                api_key = os.environ.get(JUDGE_API_KEY_ENV)
+                if api_key is None and os.environ.get("OPENAI_API_KEY"):
+                    logger.info(
+                        "OpenAIChatJudge: $OPENAI_API_KEY is not sent to %s, which is not OpenAI's API; pass "
+                        "api_key=... (or set $%s) if this endpoint needs a key",
+                        base_url,
+                        JUDGE_API_KEY_ENV,
+                    )
+        parts = urlsplit(base_url)
+        if api_key and api_key != "EMPTY" and parts.scheme == "http" and not _is_local_host(parts.hostname):
+            raise ValueError(
+                f"OpenAIChatJudge: refusing to send an API key over plain http to {parts.hostname} ({base_url}): it "
+                "would travel in clear text. Use an https:// base_url, or no key for a server on this machine."
+            )
+        return api_key
 
     @staticmethod
     def _check_template(template: str, name: str, fields: tuple[str, ...]) -> None:
@@ -411,6 +569,7 @@ class OpenAIChatJudge:
                 timeout=self.timeout,
                 max_retries=self.max_retries,
                 default_headers={"User-Agent": "trl-ranking"},
+                http_client=_deadline_http_client(openai, self.timeout),
             )
         return self._client
 

@@ -20,6 +20,22 @@ PromptLike = str | Messages
 INPUT_FORMATS = ("default", "oasst")
 
 
+
+def _check_local_model_path(name: str) -> None:
+    """A name that can only be a local path (it starts like one, or has more than one '/') and does not exist is a
+    typo to report, not a Hub repository (whose id check would fail with "Repo id must be in the form ...")."""
+    import os
+
+    if os.path.exists(os.path.expanduser(name)):
+        return
+    looks_local = name.startswith((".", "/", "~", "\\")) or name.endswith(("/", "\\")) or name.count("/") > 1
+    if looks_local or (len(name) > 1 and name[1] == ":"):
+        raise FileNotFoundError(
+            f"{name}: no such reward-model folder (the path does not exist). Give the folder of a saved reward model "
+            "or a Hub id such as 'OpenAssistant/reward-model-deberta-v3-large-v2'."
+        )
+
+
 class RewardModelScorer:
     """Wrap an `AutoModelForSequenceClassification` reward model (`num_labels=1`) as a batched scorer callable.
 
@@ -108,6 +124,7 @@ class RewardModelScorer:
 
         if isinstance(model, str):
             model_path = model
+            _check_local_model_path(model_path)
             model = AutoModelForSequenceClassification.from_pretrained(model_path, **(model_init_kwargs or {}))
             if tokenizer is None:
                 tokenizer = model_path

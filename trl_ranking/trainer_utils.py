@@ -222,6 +222,12 @@ def resolve_tokenizer(model, processing_class, args):
         processing_class = AutoProcessor.from_pretrained(model_id, trust_remote_code=args.trust_remote_code)
     tokenizer = processing_class.tokenizer if isinstance(processing_class, ProcessorMixin) else processing_class
     pad_token = args.pad_token or tokenizer.pad_token or tokenizer.eos_token
+    if pad_token is None:  # nothing was specified: say so, rather than "the specified `pad_token` ('None')"
+        raise ValueError(
+            f"The tokenizer ({type(tokenizer).__name__}) has neither a pad token nor an EOS token, so batches cannot "
+            "be padded. Set one: `pad_token=...` in the config (`--pad_token` on the command line) naming a token of "
+            "its vocabulary, or `tokenizer.pad_token = ...` before passing it as `processing_class`."
+        )
     if pad_token not in tokenizer.get_vocab():
         raise ValueError(
             f"The specified `pad_token` ('{pad_token}') is not found in the vocabulary of the given "

@@ -340,6 +340,7 @@ class Context:
     work_dir: Path
     learning_rate: float
     device: str
+    bf16: bool | None = None  # training precision; None: bf16 where the device computes it natively (logged)
 
 
 def _lora(cfg: Config):
@@ -351,6 +352,8 @@ def _lora(cfg: Config):
 
 
 def _common_args(ctx: Context, name: str) -> dict[str, Any]:
+    from trl_ranking.precision import choose_bf16
+
     cfg = ctx.cfg
     return {
         "output_dir": str(ctx.work_dir / name),
@@ -363,7 +366,7 @@ def _common_args(ctx: Context, name: str) -> dict[str, Any]:
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
-        "bf16": ctx.device == "cuda",
+        "bf16": choose_bf16(ctx.bf16, ctx.device, what=f"{name}: training"),
         "use_cpu": ctx.device == "cpu",
         "seed": cfg.seed,
         "data_seed": cfg.seed,
@@ -675,6 +678,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), default="auto",
+        help="Training precision. auto (default): bf16 autocast where the device computes bf16 natively (Ampere+ "
+        "GPUs; CPUs with AMX or AVX512-BF16), float32 elsewhere. Evaluation runs in float32 either way.",
+    )  # fmt: skip
+    parser.add_argument(
         "--model-note", default="", help="Free text stored with the results (e.g. the weights' origin)."
     )
     args = parser.parse_args(argv)
@@ -710,6 +718,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output = Path(args.output or RESULTS / f"{args.config}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    from trl_ranking.precision import choose_bf16, precision_note
+
+    requested = {"auto": None, "bf16": True, "fp32": False}[args.precision]
+    bf16 = choose_bf16(requested, device, what="learning benchmark: training")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -745,6 +757,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "versions": _versions(),
+        # Training in bf16 autocast (weights, LoRA adapters and optimizer state stay float32) or float32; the held-out
+        # evaluation (generation, KL, NLL) runs the float32 weights in float32 either way
+        "precision": f"training: {precision_note(bf16)}; evaluation: float32",
+        "bf16": bf16,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "eval_prompts": len(eval_rows),
         "eval_sources": {s: sum(r.get("source") == s for r in eval_rows) for s in ("hh-rlhf", "dove")},
@@ -752,9 +768,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if output.exists():  # resume: keep finished methods of the same configuration
         previous = json.loads(output.read_text())
-        if previous.get("config") == args.config and previous.get("settings") == json.loads(
+        same_run = previous.get("config") == args.config and previous.get("settings") == json.loads(
             json.dumps(results["settings"])
-        ):
+        )
+        # Results from before the `precision` field trained in bf16 on CUDA and in float32 on CPUs
+        previous_bf16 = previous.get("bf16", previous.get("hardware", {}).get("device") == "cuda")
+        if same_run and previous_bf16 != bf16 and previous.get("methods"):
+            # Never mix the precisions in one results file, nor overwrite its finished methods for the other one
+            raise SystemExit(
+                f"{output} holds methods trained in {'bf16' if previous_bf16 else 'float32'}; this run would train in "
+                f"{'bf16' if bf16 else 'float32'}. Pass --precision {'bf16' if previous_bf16 else 'fp32'} to add to "
+                "it, or another --output."
+            )
+        if same_run:
             results["methods"] = previous.get("methods", {})
             results["data"] = previous.get("data")
             # one results file across resumed runs: the first start, and the weights' note unless a new one is given
@@ -787,7 +813,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 entry.update(evaluate(model, tokenizer, eval_rows, cfg, _nullcontext, policy_is_base=True))
             else:
                 lr = cfg.learning_rates[method.family] * (float(multiplier) if multiplier else 1.0)
-                ctx = Context(cfg, model_path, tokenizer, train_rows, work_dir / "runs", lr, device)
+                ctx = Context(cfg, model_path, tokenizer, train_rows, work_dir / "runs", lr, device, bf16)
                 torch.manual_seed(cfg.seed)
                 start = time.time()
                 trainer = method.train(ctx, name)

@@ -49,6 +49,11 @@ def test_harness_end_to_end_on_tiny_model(tmp_path, monkeypatch):
     )
     results = json.loads(output.read_text())
     assert list(results["methods"]) == methods
+    # Training precision: bf16 where the CPU computes it natively (AMX or AVX512-BF16), float32 elsewhere; recorded
+    from trl_ranking.precision import bf16_is_fast
+
+    assert results["bf16"] is bf16_is_fast()  # the device the harness trains on: CUDA when available, else the CPU
+    assert results["precision"].startswith("training: bfloat16" if results["bf16"] else "training: float32")
     num_eval = results["eval_prompts"]
     for name in methods:
         entry = results["methods"][name]
@@ -75,6 +80,12 @@ def test_harness_end_to_end_on_tiny_model(tmp_path, monkeypatch):
     again = run.main(["--config", "tiny", "--methods", ",".join(methods), "--steps", "3", "--output", str(output),
                       "--work-dir", str(tmp_path / "work")])  # fmt: skip
     assert again["methods"] == results["methods"]
+    # A rerun in the other precision does not mix it into (or overwrite) those results
+    other = "fp32" if results["bf16"] else "bf16"
+    with pytest.raises(SystemExit, match=f"--precision {'bf16' if results['bf16'] else 'fp32'}"):
+        run.main(["--config", "tiny", "--methods", "base", "--steps", "3", "--output", str(output), "--work-dir",
+                  str(tmp_path / "work"), "--precision", other])  # fmt: skip
+    assert json.loads(output.read_text())["methods"] == results["methods"]
 
     # The committed candidates (results/<config>-candidates.json) are reused by a run with a fresh work directory:
     # nothing is sampled

@@ -81,10 +81,10 @@ def test_bad_input(tmp_path):
     path = tmp_path / "broken.jsonl"
     good = VAL_FILE.read_text(encoding="utf-8").splitlines()[0]
     path.write_text(good + "\n" + json.dumps({"i_chosen": "a", "r_chosen": "b", "i_reject": "c"}) + "\n")
-    with pytest.raises(ValueError, match=r"broken\.jsonl, row 1: field 'r_reject'"):
+    with pytest.raises(ValueError, match=r"broken\.jsonl, row 1 \(line 2\): field 'r_reject'"):
         load_dove_jsonl(path)
     path.write_text(good + "\n\n" + "not json\n")
-    with pytest.raises(ValueError, match=r"broken\.jsonl: not valid JSON lines.*in row 1"):
+    with pytest.raises(ValueError, match=r"broken\.jsonl, line 3: not valid JSON"):
         load_dove_jsonl(path)
 
     rows = Dataset.from_dict({"prompt": ["no template here"], "chosen": ["a"], "rejected": ["b"]})

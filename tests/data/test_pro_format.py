@@ -216,14 +216,14 @@ def test_single_prompt_forms(tmp_path):
 def test_malformed_line_names_file_line_and_field(tmp_path, record, field):
     path = tmp_path / "broken.jsonl"
     _write_lines(path, [{"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, 0.0]}, record])
-    with pytest.raises(ValueError, match=rf"broken\.jsonl, row 1[:,] field '{field}'"):
+    with pytest.raises(ValueError, match=rf"broken\.jsonl, row 1 \(line 2\)[:,] field '{field}'"):
         load_pro_jsonl(path)
 
 
 def test_invalid_json_and_unwritable_rows(tmp_path):
     path = tmp_path / "broken.jsonl"
     _write_lines(path, ['{"prefix": "p", "suffix": ["x"]}', "{oops"])
-    with pytest.raises(ValueError, match=r"broken\.jsonl: not valid JSON lines.*in row 1"):
+    with pytest.raises(ValueError, match=r"broken\.jsonl, line 2: not valid JSON"):
         load_pro_jsonl(path)
     system = Dataset.from_dict(
         {
@@ -242,17 +242,17 @@ def test_encoding_gzip_bom_and_empty_files_name_file_and_line(tmp_path):
     good = json.dumps({"prefix": "p", "suffix": ["x", "y"], "reward": [1.0, 0.0]}) + "\n"
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes(good.encode() + '{"prefix": "caf\xe9", "suffix": ["x", "y"]}\n'.encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.jsonl(, near row \d+)?: not UTF-8 text .*byte 0xe9"):
+    with pytest.raises(ValueError, match=r"latin1\.jsonl, line 2: not UTF-8 text .*byte 0xe9"):
         load_pro_jsonl(latin1)
     corrupt = tmp_path / "corrupt.jsonl.gz"
     lines = "".join(json.dumps({"prefix": f"p{i}", "suffix": [f"x{i * i}", f"y{i}"]}) + "\n" for i in range(2000))
     compressed = gzip.compress(lines.encode())
     corrupt.write_bytes(compressed[: len(compressed) // 2])  # truncated halfway
-    with pytest.raises(ValueError, match=r"corrupt\.jsonl\.gz: the gzip file is corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"corrupt\.jsonl\.gz, line \d+: the gzip file is corrupt or truncated"):
         load_pro_jsonl(corrupt)
     not_gzip = tmp_path / "plain.jsonl.gz"
     not_gzip.write_bytes(good.encode())
-    with pytest.raises(ValueError, match=r"plain\.jsonl\.gz: the gzip file is corrupt"):
+    with pytest.raises(ValueError, match=r"plain\.jsonl\.gz, line 1: the gzip file is corrupt"):
         load_pro_jsonl(not_gzip)
     for name, content in (("empty.jsonl", b""), ("blank.jsonl", b"\n  \n")):
         (tmp_path / name).write_bytes(content)

@@ -18,10 +18,19 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from tiny_models import LAYOUTS, assert_same_gradient, move_lora_away_from_zero
+from tiny_models import (
+    BF16_REL,
+    LAYOUTS,
+    assert_close_gradient_bf16,
+    assert_same_gradient,
+    assert_same_metrics,
+    linear_output_dtypes,
+    make_small_vocab_causal_lm,
+    move_lora_away_from_zero,
+    prepare_for_mixed_precision,
+)
 from transformers import AutoModelForCausalLM
 
-from trl_ranking.assets import make_tiny_causal_lm
 from trl_ranking.collators import DataCollatorForJointPreference
 from trl_ranking.dove import DOVEConfig, DOVETrainer
 
@@ -30,6 +39,18 @@ DOVE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dove" /
 TEMPLATE = "### Instructions: {}\n\n### Response:"
 MAX_LENGTH = 96
 METRICS = ["logps/chosen", "logps/rejected", "rewards/margins", "entropy", "mean_token_accuracy", "logits/chosen"]
+
+
+# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
+# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
+@pytest.fixture(scope="module")
+def tokenizer(small_tokenizer):
+    return small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(small_model_path):
+    return small_model_path
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -88,7 +109,7 @@ def mixed_rows(tokenizer) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ref_model_path(tmp_path_factory) -> str:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama-ref"), seed=1)
+    return make_small_vocab_causal_lm(tmp_path_factory.mktemp("small-llama-ref"), seed=1)
 
 
 def make_trainer(tmp_path, policy, rows, tokenizer, ref_model=None, peft_config=None, **overrides) -> DOVETrainer:
@@ -165,8 +186,7 @@ def assert_same_loss_and_grad(trainer, layouts=LAYOUTS) -> dict:
         packed_loss, packed_grad, packed_metrics = loss_grad_metrics(trainer, batch)
         assert packed_loss == pytest.approx(loss, rel=1e-5), name
         assert_same_gradient(packed_grad, grad, name)
-        for metric in names:
-            assert packed_metrics[metric] == pytest.approx(metrics[metric], rel=1e-5, abs=1e-6), f"{name}: {metric}"
+        assert_same_metrics(packed_metrics, metrics, names, name)
     return padded
 
 
@@ -244,12 +264,12 @@ def test_truncation_at_max_length_matches_padded(tmp_path, tokenizer, tiny_model
             mixed_rows,
             tokenizer,
             ref_model=AutoModelForCausalLM.from_pretrained(ref_model_path),
-            max_length=36,
-            max_prompt_length=30,
+            max_length=48,  # GPT-2 had 36 and 30: the small tokenizer cuts the text into ~1.2x the tokens
+            max_prompt_length=40,
             truncation_mode=mode,
         )
     batch = collate(trainer, None)
-    assert batch["input_ids"].shape[1] == 36  # rows were cut
+    assert batch["input_ids"].shape[1] == 48  # rows were cut
     assert_same_loss_and_grad(trainer)
 
 
@@ -346,9 +366,71 @@ def test_training_steps_match_padded(tmp_path, tokenizer, tiny_model_path, mixed
     padded_logs = [log for log in padded.state.log_history if "loss" in log]
     assert len(logs) == 2
     for log, padded_log in zip(logs, padded_logs):
-        for name in ["loss", *METRICS, "joint/logps_chosen_instruction", "num_tokens"]:
-            assert log[name] == pytest.approx(padded_log[name], rel=1e-5, abs=1e-6), name
+        assert_same_metrics(log, padded_log, ["loss", *METRICS, "joint/logps_chosen_instruction", "num_tokens"])
     assert logs[-1]["rewards/margins"] != 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bf16 on CPU (`bf16=True, use_cpu=True`): accelerate's autocast around the forward, float32 weights
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def spread_model_path(tmp_path_factory) -> str:
+    """The small model with 10x its initial weights: its log-probs spread over nats (a fresh model's are all about
+    log(1/4096)), so the bf16 rounding of its logits and activations shows in the scores."""
+    return make_small_vocab_causal_lm(tmp_path_factory.mktemp("small-llama-spread"), initializer_range=0.2)
+
+
+BF16_METRICS = ["logps/chosen", "logps/rejected", "rewards/margins", "entropy", "joint/logps_chosen_instruction"]
+
+
+@pytest.mark.parametrize("layout_name", list(LAYOUTS))
+def test_bf16_layouts_match_padded(tmp_path, tokenizer, spread_model_path, ref_model_path, mixed_rows, layout_name,
+                                   monkeypatch):  # fmt: skip
+    """In bf16 as `Trainer.train` runs it (accelerate's autocast forward; TRL's reference forward under
+    `accelerator.autocast()`), each packed layout against the padded one, both bf16, and bf16 against float32 on the
+    same layout: loss, gradient and DPO's metrics at bf16 tolerance (`tiny_models.BF16_REL`). The matrix products
+    run in bf16; the per-token log-probabilities that DPO sums, and the loss, are float32."""
+    from trl_ranking.dove import trainer as dove_trainer
+
+    logp_dtypes = []
+    original = dove_trainer.dpo_fused_outputs
+
+    def spy(*args, **kwargs):
+        outputs = original(*args, **kwargs)
+        logp_dtypes.append(outputs.log_probs.dtype)
+        return outputs
+
+    monkeypatch.setattr(dove_trainer, "dpo_fused_outputs", spy)
+    results = {}
+    for bf16 in (False, True):
+        ref_model = AutoModelForCausalLM.from_pretrained(ref_model_path)
+        trainer = make_trainer(
+            tmp_path, spread_model_path, mixed_rows, tokenizer, ref_model=ref_model, bf16=bf16, use_cpu=True
+        )
+        from trl_ranking.packing import use_ranking_attention
+
+        for model in (trainer.model, trainer.ref_model):
+            use_ranking_attention(model)  # per-pair SDPA on padding-free rows, as the trainer sets it up
+        prepare_for_mixed_precision(trainer)
+        assert trainer.accelerator.native_amp == bf16
+        for name, layout in (("padded", None), (layout_name, LAYOUTS[layout_name])):
+            logp_dtypes.clear()
+            with linear_output_dtypes(trainer.model) as dtypes, linear_output_dtypes(trainer.ref_model) as ref_dtypes:
+                loss, grad, metrics = loss_grad_metrics(trainer, collate(trainer, layout))
+            assert set(dtypes) == set(ref_dtypes) == {torch.bfloat16 if bf16 else torch.float32}, name
+            assert logp_dtypes == [torch.float32, torch.float32], name  # the reference's forward and the policy's
+            assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast: weights stay fp32
+            results[bf16, name] = loss, grad, metrics
+    for context, got, expected in [
+        (f"bf16 {layout_name} vs bf16 padded", results[True, layout_name], results[True, "padded"]),
+        (f"bf16 vs float32, {layout_name}", results[True, layout_name], results[False, layout_name]),
+        ("bf16 vs float32, padded", results[True, "padded"], results[False, "padded"]),
+    ]:
+        assert got[0] == pytest.approx(expected[0], rel=BF16_REL), context
+        assert_close_gradient_bf16(got[1], expected[1], context)
+        assert_same_metrics(got[2], expected[2], BF16_METRICS, context, rel=BF16_REL, abs=BF16_REL)
+    assert results[False, layout_name][0] == pytest.approx(results[False, "padded"][0], rel=1e-5)
+    assert_same_gradient(results[False, layout_name][1], results[False, "padded"][1], layout_name)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

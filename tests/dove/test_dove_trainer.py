@@ -15,16 +15,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from tiny_models import make_small_vocab_causal_lm
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
-from trl_ranking.assets import make_tiny_causal_lm
 from trl_ranking.dove import DOVEConfig, DOVETrainer
 
 
 DOVE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dove" / "anthropic_helpful"
 TEMPLATE = "### Instructions: {}\n\n### Response:"  # the DOVE paper's instruction template (its model outputs)
 BETA = 0.1
+
+
+# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
+# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
+@pytest.fixture(scope="module")
+def tokenizer(small_tokenizer):
+    return small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(small_model_path):
+    return small_model_path
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(small_chat_tokenizer):
+    return small_chat_tokenizer
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -81,7 +98,7 @@ def conditional_rows(tokenizer) -> list[dict]:
 @pytest.fixture(scope="module")
 def ref_model_path(tmp_path_factory) -> str:
     """A second tiny model with other random weights: a reference that differs from the policy."""
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama-ref"), seed=1)
+    return make_small_vocab_causal_lm(tmp_path_factory.mktemp("small-llama-ref"), seed=1)
 
 
 def load(path: str):
@@ -170,7 +187,7 @@ def test_loss_matches_independent_computation(tmp_path, tokenizer, tiny_model_pa
                                               conditional_rows, joint, prepend_bos):  # fmt: skip
     """Joint and conditional real rows mixed in one dataset; an explicit reference with other weights.
 
-    GPT-2's tokenizer adds no BOS: with `prepend_bos` (the default) the joint rows start with its BOS token, as the
+    The tokenizer (GPT-2's BPE) adds no BOS: with `prepend_bos` (the default) the joint rows start with its BOS token, as the
     official code builds them, so the first instruction token is scored; without it, scoring starts at the second.
     """
     rows = [{"prompt": None, **row} for row in joint_rows[:2]] + [

@@ -53,6 +53,7 @@ def joint_pairs(rows: list[dict]) -> Dataset:
     return build_joint_pairs(Dataset.from_list(rows), longer_wins, seed=0)
 
 
+@pytest.mark.slow  # 25-60 s on 2 shared cores: GPT-2's vocabulary (it did not learn with the 4,096-token one)
 def test_short_run_on_joint_pairs_learns(tmp_path, tokenizer, tiny_model_path):
     pairs = joint_pairs(short_sft_rows(tokenizer, max_tokens=80, limit=200))
     assert len(pairs) >= 88

@@ -18,10 +18,9 @@ def main() -> None:
     model_path, output_dir, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     os.environ.setdefault("TQDM_DISABLE", "1")
     from datasets import Dataset
-    from transformers import TrainerState
+    from transformers import AutoTokenizer, TrainerState
 
     from trl_ranking import PROConfig, PROTrainer
-    from trl_ranking.assets import load_bundled_tokenizer
 
     save_to_json = TrainerState.save_to_json
 
@@ -46,9 +45,9 @@ def main() -> None:
         max_length=32,
         seed=0,
     )
-    trainer = PROTrainer(
-        model=model_path, args=args, train_dataset=Dataset.from_list(rows), processing_class=load_bundled_tokenizer()
-    )
+    tokenizer = AutoTokenizer.from_pretrained(model_path)  # the small-vocabulary tokenizer saved with the model
+    tokenizer.pad_token = tokenizer.eos_token
+    trainer = PROTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
 
 

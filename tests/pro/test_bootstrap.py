@@ -71,18 +71,22 @@ class Recorder:
         def generate(model, tokenizer, prompts, **kwargs):
             trainer = trainer_box[0]
             seen = {}
-            original_model_generate = model.generate
+            had_own_forward = "forward" in vars(model)
+            original_forward = model.forward
 
-            def spy(*args, **generate_kwargs):
-                seen["training"] = model.training
-                seen["grad_enabled"] = torch.is_grad_enabled()
-                return original_model_generate(*args, **generate_kwargs)
+            def spy(*args, **forward_kwargs):  # the forward pass, which every generation engine calls
+                seen.setdefault("training", model.training)
+                seen.setdefault("grad_enabled", torch.is_grad_enabled())
+                return original_forward(*args, **forward_kwargs)
 
-            model.generate = spy
+            model.forward = spy
             try:
                 out = original_generate(model, tokenizer, prompts, **kwargs)
             finally:
-                del model.generate
+                if had_own_forward:
+                    model.forward = original_forward
+                else:
+                    del model.forward
             optimizer_steps = [s.get("step") for s in trainer.optimizer.state.values()] if trainer.optimizer else []
             self.calls.append(
                 {

@@ -32,6 +32,23 @@ FAMILY = ["pro", "listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo
 WEIGHTS = [1.0, 0.5, 2.0, 0.25, 0.1, 1.5, 3.0]
 
 
+# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
+# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
+@pytest.fixture(scope="module")
+def tokenizer(small_tokenizer):
+    return small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(small_model_path):
+    return small_model_path
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2_path(small_qwen2_path):
+    return small_qwen2_path
+
+
 def make_config(tmp_path, **overrides) -> PROConfig:
     values = dict(
         per_device_train_batch_size=3,
@@ -100,10 +117,10 @@ def expected_parts(trainer, tokenizer, rows, pair_selection: str) -> dict[str, f
             "loss/sft": args.sft_weight * (n - 1) ** 2 * -sums[0],
             "loss/listmle": naive_listmle(s),
             "loss/lipo_lambda": naive_lipo(s, naive_minmax(psi)),
-            "loss/rrhf/ranking": sum(max(0.0, means[j] - means[i]) for i, j in pairs),
+            "loss/rrhf/ranking": args.rrhf_weight * sum(max(0.0, means[j] - means[i]) for i, j in pairs),
             "loss/rrhf/sft": -means[0],
             "loss/slic/calibration": sum(max(0.0, args.slic_delta - sums[i] + sums[j]) for i, j in pairs),
-            "loss/slic/regularization": -sums[0],
+            "loss/slic/regularization": len(pairs) * args.slic_regularization_weight * -sums[0],
             "loss/best_of_n_sft": -means[0],
         }
         chosen = naive_pairs(n, psi, pair_selection)
@@ -118,8 +135,8 @@ def total_loss(parts: dict[str, float], args) -> float:
         "pro": parts["loss/ranking"] + parts["loss/sft"],
         "listmle": parts["loss/listmle"],
         "lipo_lambda": parts["loss/lipo_lambda"],
-        "rrhf": args.rrhf_weight * parts["loss/rrhf/ranking"] + parts["loss/rrhf/sft"],
-        "slic": parts["loss/slic/calibration"] + args.slic_regularization_weight * parts["loss/slic/regularization"],
+        "rrhf": parts["loss/rrhf/ranking"] + parts["loss/rrhf/sft"],  # the parts are logged as added (weighted)
+        "slic": parts["loss/slic/calibration"] + parts["loss/slic/regularization"],
         "best_of_n_sft": parts["loss/best_of_n_sft"],
         "dpo_pairs": parts["loss/dpo_pairs"],
     }
@@ -134,7 +151,9 @@ def test_every_loss_matches_independent_computation(
     trainer = PROTrainer(
         model=tiny_model_path,
         ref_model=AutoModelForCausalLM.from_pretrained(tiny_qwen2_path),  # differs from the policy: s != 0
-        args=make_config(tmp_path, loss_type=FAMILY, loss_weights=WEIGHTS, rrhf_weight=3.0, slic_delta=40.0),
+        args=make_config(
+            tmp_path, loss_type=FAMILY, loss_weights=WEIGHTS, rrhf_weight=3.0, slic_delta=40.0, listmle_ties="keep"
+        ),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
@@ -360,7 +379,6 @@ def test_bad_loss_options(tmp_path, tiny_model_path, tokenizer):
         )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo_pairs"])
 def test_each_loss_learns_the_training_rankings(tmp_path, tiny_model_path, tokenizer, hh_pairs, loss_type):
     """Learning, not just no crash: the loss falls and the ranking metric of the loss's own score rises."""

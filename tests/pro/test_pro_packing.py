@@ -13,12 +13,18 @@ import pytest
 import torch
 from datasets import Dataset
 from tiny_models import (
+    BF16_REL,
     LAYOUTS,
+    assert_close_gradient_bf16,
     assert_same_gradient,
+    assert_same_metrics,
     cpu_test_config,
     hh_rankings,
+    linear_output_dtypes,
     loss_and_grad,
+    make_small_vocab_causal_lm,
     move_lora_away_from_zero,
+    prepare_for_mixed_precision,
     requires_cuda,
 )
 from transformers import AutoModelForCausalLM, Qwen2Config
@@ -40,6 +46,28 @@ from trl_ranking.scoring import packed_token_log_probs, token_log_probs
 MAX_LENGTH = 96
 MAX_PROMPT_LENGTH = 64
 REWARDS = [0.5, 2.0, -1.0, 1.0, 0.0]
+
+
+# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
+# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
+@pytest.fixture(scope="module")
+def tokenizer(small_tokenizer):
+    return small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(small_model_path):
+    return small_model_path
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2_path(small_qwen2_path):
+    return small_qwen2_path
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(small_chat_tokenizer):
+    return small_chat_tokenizer
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:
@@ -510,6 +538,108 @@ def test_eval_with_outputs_on_a_packed_batch(tmp_path, tiny_model_path, tokenize
     with torch.no_grad(), pytest.warns(FutureWarning):
         loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
     assert outputs.logits.shape[:2] == batch["input_ids"].shape
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bf16 on CPU (`bf16=True, use_cpu=True`): accelerate's autocast around the forward, float32 weights
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def spread_model_path(tmp_path_factory) -> str:
+    """The small model with 10x its initial weights: a fresh model's log-probs are all about log(1/4096), this one's
+    spread over nats, so the bf16 rounding of its logits and activations shows in the scores."""
+    return make_small_vocab_causal_lm(tmp_path_factory.mktemp("small-llama-spread"), initializer_range=0.2)
+
+
+BF16_METRICS = ["loss/ranking", "loss/sft", "scores/rank_1", "scores/rank_2", "entropy"]
+
+
+@pytest.mark.parametrize("layout_name", list(LAYOUTS))
+def test_bf16_layouts_match_padded(tmp_path, spread_model_path, tokenizer, hh_pairs, layout_name, monkeypatch):
+    """In bf16 as `Trainer.train` runs it (accelerate's autocast forward), each packed layout against the padded one,
+    both bf16, and bf16 against float32 on the same layout: loss, gradient and logged metrics at bf16 tolerance
+    (`tiny_models.BF16_REL`). The matrix products run in bf16 (no silent float32 fallback); the log-probabilities, the
+    per-candidate sums and the loss are float32 (not bf16 sums)."""
+    from trl_ranking.pro import trainer as pro_trainer
+
+    score_dtypes = []
+    original = pro_trainer.batch_token_log_probs
+
+    def spy(*args, **kwargs):
+        scores = original(*args, **kwargs)
+        score_dtypes.append((scores.values.dtype, scores.sums.dtype))
+        return scores
+
+    monkeypatch.setattr(pro_trainer, "batch_token_log_probs", spy)
+    results = {}
+    for bf16 in (False, True):
+        trainer = PROTrainer(
+            model=spread_model_path,
+            args=make_config(tmp_path, bf16=bf16, use_cpu=True),
+            train_dataset=Dataset.from_list(ranking_rows(hh_pairs)),
+            processing_class=tokenizer,
+        )
+        use_ranking_attention(trainer.model)  # per-ranking SDPA on padding-free rows, as the trainer sets it up
+        prepare_for_mixed_precision(trainer)
+        assert trainer.accelerator.native_amp == bf16
+        for name, layout in (("padded", None), (layout_name, LAYOUTS[layout_name])):
+            batch = collate(trainer, layout)
+            trainer.model.zero_grad()
+            score_dtypes.clear()
+            with linear_output_dtypes(trainer.model) as dtypes:
+                loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
+            grad = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+            trainer.model.zero_grad()
+            assert set(dtypes) == {torch.bfloat16 if bf16 else torch.float32}, (name, set(dtypes))
+            assert score_dtypes == [(torch.float32, torch.float32)] and loss.dtype == torch.float32, name
+            assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # autocast: weights stay fp32
+            logged = trainer._metrics["train" if trainer.model.training else "eval"]
+            metrics = {key: values[-1] for key, values in logged.items()}
+            results[bf16, name] = loss.item(), grad, metrics
+    for context, got, expected in [
+        (f"bf16 {layout_name} vs bf16 padded", results[True, layout_name], results[True, "padded"]),
+        (f"bf16 vs float32, {layout_name}", results[True, layout_name], results[False, layout_name]),
+        ("bf16 vs float32, padded", results[True, "padded"], results[False, "padded"]),
+    ]:
+        assert got[0] == pytest.approx(expected[0], rel=BF16_REL), context
+        assert_close_gradient_bf16(got[1], expected[1], context)
+        assert_same_metrics(got[2], expected[2], BF16_METRICS, context, rel=BF16_REL, abs=BF16_REL)
+    # And the float32 runs of both layouts still agree at float32 tolerance
+    assert results[False, layout_name][0] == pytest.approx(results[False, "padded"][0], rel=1e-5)
+    assert_same_gradient(results[False, layout_name][1], results[False, "padded"][1], layout_name)
+
+
+def test_bf16_training_learns(tmp_path, tiny_model_path, tokenizer, hh_pairs):
+    """A short bf16 run on CPU (`bf16=True, use_cpu=True`, the packed default layout) learns: ranking accuracy on the
+    training rankings rises and the ranking loss falls; the weights stay float32."""
+    dataset = hh_pairs.select(range(16))
+    trainer = PROTrainer(
+        model=tiny_model_path,
+        args=make_config(
+            tmp_path,
+            bf16=True,
+            use_cpu=True,
+            prefix_sharing=None,
+            num_train_epochs=5,
+            per_device_train_batch_size=8,
+            per_device_eval_batch_size=16,
+            learning_rate=3e-3,
+            lr_scheduler_type="constant",
+        ),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    assert trainer.args.mixed_precision == "bf16"
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert trainer.accelerator.native_amp
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert after["eval_loss/ranking"] < before["eval_loss/ranking"]
+    assert after["eval_ranking/accuracy"] >= before["eval_ranking/accuracy"] + 0.25  # measured 0.44 -> 1.0
+    assert after["eval_ranking/accuracy"] >= 0.9
+    assert trainer.prefix_sharing  # the default layout rule packed the batches
 
 
 # ----------------------------------------------------------------------------------------------------------------------

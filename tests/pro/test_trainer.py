@@ -13,6 +13,7 @@ from tiny_models import (
     cpu_test_config,
     hh_rankings,
     loss_and_grad,
+    make_small_vocab_causal_lm,
     move_lora_away_from_zero,
     sorted_ranking,
 )
@@ -23,6 +24,28 @@ from trl_ranking import PROConfig, PROTrainer
 
 MAX_LENGTH = 64
 MAX_PROMPT_LENGTH = 40
+
+
+# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
+# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
+@pytest.fixture(scope="module")
+def tokenizer(small_tokenizer):
+    return small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(small_model_path):
+    return small_model_path
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2_path(small_qwen2_path):
+    return small_qwen2_path
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(small_chat_tokenizer):
+    return small_chat_tokenizer
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:
@@ -370,7 +393,6 @@ def test_save_resume_and_model_card(tmp_path, tiny_model_path, tokenizer, hh_pai
         torch.testing.assert_close(param, final[name], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.slow
 def test_training_orders_the_training_rankings(tmp_path, tiny_model_path, tokenizer, hh_pairs):
     """Learning, not just no crash: ranking accuracy on the training rankings rises well above its start."""
     dataset = hh_pairs.select(range(24))
@@ -404,9 +426,7 @@ def test_qlora_still_trains_after_an_evaluation(tmp_path, tokenizer, hh_pairs):
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
 
-    from trl_ranking.assets import make_tiny_causal_lm
-
-    model_path = make_tiny_causal_lm(tmp_path / "model64", hidden_size=64, intermediate_size=128)
+    model_path = make_small_vocab_causal_lm(tmp_path / "model64", hidden_size=64, intermediate_size=128)
     dataset = Dataset.from_list(ranking_rows(hh_pairs, with_rewards=True))
     trainer = PROTrainer(
         model=model_path,

@@ -77,10 +77,10 @@ def load_dove_jsonl(
     _check_template(prompt_template)
     rows: dict[str, list[Any]] = {"chosen_prompt": [], "chosen": [], "rejected_prompt": [], "rejected": []}
     for file in as_files(data_files):
-        for row, record in iter_jsonl(file):
+        for row, line, record in iter_jsonl(file):
             for field in _FIELDS:
                 if not isinstance(record.get(field), str):
-                    raise ValueError(f"{file}, row {row}: field '{field}' is missing or not a string")
+                    raise ValueError(f"{file}, row {row} (line {line}): field '{field}' is missing or not a string")
             pairs = (
                 ("chosen", record["i_chosen"], record["r_chosen"]),
                 ("rejected", record["i_reject"], record["r_reject"]),

@@ -77,16 +77,16 @@ def load_hh_rlhf(
     rows: dict[str, list] = {"prompt": [], "chosen": [], "rejected": []}
     dropped = merged = 0
     for file in as_files(data_files):
-        for row, record in iter_jsonl(file):
+        for row, line, record in iter_jsonl(file):
             sides = {}
             for field in ("chosen", "rejected"):
                 value = record.get(field)
                 if not isinstance(value, str) or not value:
-                    raise ValueError(f"{file}, row {row}: field '{field}' is missing or not a string")
+                    raise ValueError(f"{file}, row {row} (line {line}): field '{field}' is missing or not a string")
                 try:
                     sides[field] = split_hh_transcript(value)
                 except ValueError as error:
-                    raise ValueError(f"{file}, row {row}: field '{field}': {error}") from error
+                    raise ValueError(f"{file}, row {row} (line {line}): field '{field}': {error}") from error
             if sides["chosen"][0] != sides["rejected"][0]:
                 # A side ending with consecutive Assistant turns: split both before their last Human turn's answer
                 runs = {f: _split_final_assistant_run(record[f]) or sides[f] for f in sides}

@@ -154,8 +154,8 @@ def load_pro_jsonl(
     rows: dict[str, list[Any]] = {"prompt": [], "completions": [], "rewards": []}
     with_rewards: bool | None = None
     for file in as_files(data_files):
-        for row, record in iter_jsonl(file):
-            where = f"{file}, row {row}"
+        for row, line, record in iter_jsonl(file):
+            where = f"{file}, row {row} (line {line})"
             suffixes = record.get("suffix")
             if not isinstance(suffixes, list) or not suffixes or not all(isinstance(s, str) for s in suffixes):
                 raise ValueError(f"{where}: field 'suffix' must be a non-empty list of strings")

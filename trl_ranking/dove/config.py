@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..config_utils import PackedLayoutConfigMixin, check_max_prompt_length
+from ..config_utils import PackedLayoutConfigMixin, check_beta_and_loss_weights, check_max_prompt_length
+from ..precision import resolve_config_bf16
 from ..validation import check_finite_floats
 
 
@@ -18,7 +19,11 @@ class DOVEConfig(PackedLayoutConfigMixin, DPOConfig):
     log-probabilities `log p(I, R)` (every token of the templated instruction and of the response, EOS included, except
     the first token of the row) instead of `log p(R | I)`. Every DPO `loss_type` that works on chosen/rejected
     log-ratios applies unchanged; the options that count tokens (`ld_alpha`, `use_weighting`, `"ipo"`,
-    `"sigmoid_norm"`, `"sft"`) count the instruction tokens too when `joint=True`.
+    `"sigmoid_norm"`, `"sft"`) count the instruction tokens too when `joint=True`. `beta` must be > 0 (a negative
+    beta trains the inverted preference) and `loss_weights`, when given, >= 0 and not all 0 (nothing would train).
+    An unset `bf16` on a CPU run (`use_cpu=True`, or no accelerator) is bf16 only where the CPU computes it
+    natively (AMX or AVX512-BF16), float32 elsewhere, logged; TRL's rule (`not fp16`) is kept on accelerators
+    (`trl_ranking.precision.resolve_config_bf16`, docs/performance.md "bf16 on CPU").
 
     Parameters:
         > Parameters that control the DOVE loss
@@ -108,6 +113,9 @@ class DOVEConfig(PackedLayoutConfigMixin, DPOConfig):
     )
 
     def __post_init__(self):
+        # `bf16=None` on a CPU run: bf16 where the CPU has it natively, else float32 (TRL: bf16 whatever the CPU)
+        resolve_config_bf16(self, "DOVEConfig")
         super().__post_init__()
         check_finite_floats(self)  # a NaN or infinite option would train NaN weights silently
         check_max_prompt_length(self.max_prompt_length, self.max_length)
+        check_beta_and_loss_weights(self.beta, self.loss_weights)  # beta <= 0 trains the inverted preference

@@ -39,7 +39,7 @@ from ..trainer_utils import (
     resolve_tokenizer,
     trainer_config,
 )
-from ..validation import check_text, first_row
+from ..validation import check_implicit_prompt_sides, check_text, first_row
 from .config import DOVEConfig
 
 
@@ -115,7 +115,13 @@ def to_joint_pair(example: dict[str, Any], index: int) -> JointPair:
         chosen_prompt = rejected_prompt = example["prompt"]
         prompt_fields = ("prompt", "prompt")
     else:
+        check_implicit_prompt_sides(where, [("chosen", chosen), ("rejected", rejected)])
         extracted = extract_prompt({"chosen": chosen, "rejected": rejected})
+        if is_empty_text(extracted["prompt"]):
+            raise ValueError(
+                f"{where}: 'chosen' and 'rejected' share no first message (or no start), so no implicit prompt can "
+                "be split off. Give an explicit 'prompt' column (or 'chosen_prompt' and 'rejected_prompt')."
+            )
         chosen_prompt = rejected_prompt = extracted["prompt"]
         chosen, rejected = extracted["chosen"], extracted["rejected"]
         prompt_fields = ("prompt (implicit in 'chosen' and 'rejected')",) * 2

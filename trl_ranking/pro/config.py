@@ -1,53 +1,97 @@
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..config_utils import PackedLayoutConfigMixin, check_max_prompt_length
-from ..losses import PAIR_SELECTIONS
+from ..config_utils import PackedLayoutConfigMixin, check_beta_and_loss_weights, check_max_prompt_length
+from ..loss_table import LOSSES, reference_losses
+from ..losses import LIPO_LAMBDA_REDUCTIONS, LISTMLE_TIES, PAIR_SELECTIONS, SFT_POOLINGS, SLIC_REGULARIZATIONS
+from ..precision import resolve_config_bf16
 from ..validation import check_finite_floats
 
 
-# The listwise family: `loss_type` names, and the losses that score candidates against a reference model
-LOSS_TYPES = ("pro", "listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo_pairs")
-REFERENCE_LOSSES = ("listmle", "lipo_lambda", "dpo_pairs")
+# Views of the loss table (`trl_ranking.loss_table.LOSSES`), kept importable: the `loss_type` names, and the losses
+# that score candidates against a reference model. Validation reads the table itself (a loss registered later counts).
+LOSS_TYPES = tuple(LOSSES)
+REFERENCE_LOSSES = reference_losses()
+
+
+def _loss_type_help() -> str:
+    return (
+        f"Loss, or losses summed with `loss_weights`: {', '.join(repr(name) for name in LOSSES)}. "
+        f"{', '.join(repr(name) for name in reference_losses())} use a reference model (see docs/listwise.md)."
+    )
 
 
 @dataclass
 class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     r"""
-    Configuration class for the `PROTrainer`: Preference Ranking Optimization (Song et al., 2023,
+    Configuration class for the `PROTrainer`: Preference Ranking Optimization (Song et al., 2024,
     [arXiv 2306.17492](https://huggingface.co/papers/2306.17492)).
 
     Everything `trl.DPOConfig` has is accepted and means what it means there. `loss_type` and `loss_weights`
     follow DPO's convention but name the losses of the listwise family (see `docs/listwise.md`); the other DPO loss
     options (`ld_alpha`, `f_divergence_type`, `use_weighting`, `label_smoothing`) have no meaning here and are
     rejected when set. `beta` scales the reference-based scores `s_i = beta * (logp_i - ref_i)` of `"listmle"`,
-    `"lipo_lambda"` and `"dpo_pairs"`, and PRO's score with `reference_normalized=True`.
+    `"lipo_lambda"` and `"dpo_pairs"`, and PRO's score with `reference_normalized=True`; it must be > 0 (checked
+    for every loss: DPO's default 0.1 passes, and a hand-set `beta <= 0` is a mistake even where it is unused).
+    `loss_weights` must not all be 0 (nothing would train).
+    An unset `bf16` on a CPU run (`use_cpu=True`, or no accelerator) is bf16 only where the CPU computes it
+    natively (AMX or AVX512-BF16), float32 elsewhere, logged; TRL's rule (`not fp16`) is kept on accelerators
+    (`trl_ranking.precision.resolve_config_bf16`, docs/performance.md "bf16 on CPU").
 
     Parameters:
         > Parameters that choose the loss (the listwise family, each a pure function in `trl_ranking.losses`)
 
         loss_type (`str` or `list[str]`, *optional*, defaults to `["pro"]`):
-            The loss, or several losses summed with `loss_weights` (DPO's convention): `"pro"` (PRO, Song et al.
-            2024; the options below), `"listmle"` (Plackett-Luce DPO, DPO paper App. A.3), `"lipo_lambda"` (LiPO-lambda,
-            Liu et al. 2024), `"rrhf"` (RRHF, Yuan et al. 2023), `"slic"` (SLiC-HF, Zhao et al. 2023),
-            `"best_of_n_sft"` (RAFT / best-of-n SFT, Dong et al. 2023), `"dpo_pairs"` (DPO's sigmoid loss on pairs
-            drawn from the ranking). `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` score a candidate by
-            `beta * (summed logp - summed reference logp)` and use TRL's reference machinery (an explicit
-            `ref_model`, the PEFT adapter switched off, a copy of the initial model, or `precompute_ref_log_probs`);
-            the others are reference-free and load no reference.
+            The loss, or several losses summed with `loss_weights` (DPO's convention), by its name in the loss table
+            (`trl_ranking.loss_table.LOSSES`, listed with formulas and papers in `docs/listwise.md`): `"pro"` (PRO,
+            Song et al. 2024; the options below), `"listmle"` (Plackett-Luce DPO), `"lipo_lambda"`, `"lipo_softmax"`
+            and `"hinge"` (LiPO), `"neural_ndcg"` and `"approx_ndcg"` (OPO), `"rrhf"`, `"slic"` (SLiC-HF),
+            `"best_of_n_sft"` (RAFT), `"dpo_pairs"` (DPO on pairs of the ranking), `"simpo_listmle"` and
+            `"simpo_pairs"` (reference-free, SimPO's margin on mean log-probs). The reference-based losses
+            (`REFERENCE_LOSSES`: `"listmle"`, `"lipo_lambda"`, `"lipo_softmax"`, `"hinge"`, `"neural_ndcg"`,
+            `"approx_ndcg"`, `"dpo_pairs"`) score a candidate by `beta * (summed logp - summed reference logp)` and use
+            TRL's reference machinery (an explicit `ref_model`, the PEFT adapter switched off, a copy of the initial
+            model, or `precompute_ref_log_probs`); the others are reference-free and load no reference.
         loss_weights (`list[float]` or `None`, *optional*, defaults to `None`):
             One weight per `loss_type`; `None` weighs each loss 1.0.
         pair_selection (`str`, *optional*, defaults to `"best_worst"`):
-            Pairs `"dpo_pairs"` draws from each ranking: `"best_worst"`, `"best_rest"` (the best against each other),
-            `"adjacent"` (each candidate against the next) or `"all"` (every ordered pair). Tied pairs are dropped.
+            Pairs `"dpo_pairs"` and `"simpo_pairs"` draw from each ranking: `"best_worst"`, `"best_rest"` (the best
+            against each other), `"adjacent"` (each candidate against the next), `"all"` (every ordered pair:
+            LlamaFactory's "List DPO"), `"sweet_spot"` (the best against the answer whose label is nearest
+            `mean - 2 std` of the list's labels, Xiao et al. 2025) or `"threshold"` (every answer above
+            `pair_threshold` against every answer below it). Tied pairs are dropped.
+        pair_threshold (`float` or `None`, *optional*, defaults to `None`):
+            The label that splits a ranking into top and bottom groups for `pair_selection="threshold"`; `None`
+            splits each ranking at its mean label.
         lipo_label_normalization (`str`, *optional*, defaults to `"minmax"`):
-            How `"lipo_lambda"` normalises its labels (the rewards, or the ranks `n - i` without rewards) before the
-            gain `2^psi - 1`: `"minmax"` maps each example's labels to [0, 1], the range of the paper's labels;
-            `"none"` uses them as given.
+            How the gain-based losses (`"lipo_lambda"`, `"lipo_softmax"`, `"neural_ndcg"`, `"approx_ndcg"`) normalise
+            their labels (the rewards, or the ranks `n - i` without rewards) before using them: `"minmax"` maps each
+            example's labels to [0, 1], the range of LiPO's labels; `"none"` uses them as given.
+        lipo_lambda_idcg (`bool`, *optional*, defaults to `False`):
+            Divide LiPO-lambda's gains by each example's ideal DCG (NDCG weights, as TF-Ranking and allRank do).
+            `False` is the paper's DCG weights.
+        lipo_lambda_reduction (`str`, *optional*, defaults to `"sum"`):
+            `"sum"` over the ordered pairs (the paper; at `n = 2` with rank labels 0.369x DPO's loss) or `"mean"`
+            over them (TF-Ranking's reduction), which keeps the loss of order 1 whatever `n`.
+        listmle_top_k (`int` or `None`, *optional*, defaults to `None`):
+            Train only the first `k` positions of the Plackett-Luce ranking (`"listmle"`, `"simpo_listmle"`; DPO
+            paper App. A.3). `None`: the whole list. `1` is one positive against all the others at once, "DPO with K
+            rejected" (S-DPO).
+        listmle_ties (`str`, *optional*, defaults to `"shuffle"`):
+            What `"listmle"` and `"simpo_listmle"` do with tied rewards, which Plackett-Luce cannot express:
+            `"shuffle"` draws a random order within each run of tied answers at every step (TF-Ranking's
+            `ListMLELoss`; reproducible, seeded by `seed` and the step), `"drop"` drops the rankings whose labels
+            all tie (other ties keep the given order), `"keep"` trains the order in which they were given.
+        simpo_gamma (`float`, *optional*, defaults to `0.5`):
+            Target reward margin `gamma` of `"simpo_pairs"` and `"simpo_listmle"`, whose score is
+            `beta * mean logp` (TRL's `CPOConfig.simpo_gamma`; SimPO uses `beta` 2.0-2.5, set `beta` accordingly).
+        neural_ndcg_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature of NeuralSort's relaxed permutation in `"neural_ndcg"` (OPO's and allRank's default 1).
+        approx_ndcg_alpha (`float`, *optional*, defaults to `1.0`):
+            Sharpness `alpha` of the sigmoid ranks of `"approx_ndcg"` (allRank's default 1).
         rrhf_weight (`float`, *optional*, defaults to `1.0`):
             Weight of RRHF's ranking term against its SFT term (the official code's `rrhf_weight`; 1 in its `train.sh`).
         rrhf_length_penalty (`float`, *optional*, defaults to `1.0`):
@@ -56,6 +100,12 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
             Margin `delta` of SLiC-HF's calibration hinge `max(0, delta - logp_i + logp_j)` on summed log-probs.
         slic_regularization_weight (`float`, *optional*, defaults to `0.5`):
             Weight `lambda` of SLiC-HF's regulariser, the token-summed NLL of the best candidate (our default).
+        slic_regularization (`str`, *optional*, defaults to `"per_pair"`):
+            `"per_pair"` adds the regulariser once per ordered pair, as the paper's loss (defined per pair) does;
+            `"per_list"` adds it once per ranking (`n(n-1)/2` times weaker for a ranking of `n` distinct labels).
+        best_of_n_sft_pooling (`str`, *optional*, defaults to `"answer"`):
+            `"best_of_n_sft"`'s mean NLL: `"answer"` averages each best answer's tokens, then the answers;
+            `"token"` pools the batch's tokens, as TRL's `DPOTrainer(loss_type="sft")` and `SFTTrainer` do.
 
         > Parameters that control the PRO loss (`loss_type="pro"`)
 
@@ -159,19 +209,36 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     )
     loss_type: list[str] = field(
         default_factory=lambda: ["pro"],
-        metadata={
-            "help": "Loss, or losses summed with `loss_weights`: 'pro', 'listmle', 'lipo_lambda', 'rrhf', 'slic', "
-            "'best_of_n_sft', 'dpo_pairs'. 'listmle', 'lipo_lambda' and 'dpo_pairs' use a reference model."
-        },
+        metadata={"help": _loss_type_help()},
     )
     pair_selection: str = field(
         default="best_worst",
-        metadata={"help": "Pairs of 'dpo_pairs': 'best_worst', 'best_rest', 'adjacent' or 'all'."},
+        metadata={"help": f"Pairs of 'dpo_pairs' and 'simpo_pairs': {', '.join(map(repr, PAIR_SELECTIONS))}."},
+    )
+    pair_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Label splitting top from bottom answers for pair_selection='threshold' (None: the mean)."},
     )
     lipo_label_normalization: str = field(
         default="minmax",
-        metadata={"help": "'lipo_lambda' labels: 'minmax' (each example's labels mapped to [0, 1]) or 'none'."},
+        metadata={"help": "Labels of the gain-based losses: 'minmax' (each example's mapped to [0, 1]) or 'none'."},
     )
+    lipo_lambda_idcg: bool = field(
+        default=False, metadata={"help": "Divide LiPO-lambda's gains by the ideal DCG (NDCG weights)."}
+    )
+    lipo_lambda_reduction: str = field(
+        default="sum", metadata={"help": "LiPO-lambda over its pairs: 'sum' (the paper) or 'mean'."}
+    )
+    listmle_top_k: int | None = field(
+        default=None, metadata={"help": "Train the first k positions of the Plackett-Luce ranking (None: all)."}
+    )
+    listmle_ties: str = field(
+        default="shuffle",
+        metadata={"help": "ListMLE's tied rewards: 'shuffle' (each step), 'drop' (all-tied rankings) or 'keep'."},
+    )
+    simpo_gamma: float = field(default=0.5, metadata={"help": "Target margin of 'simpo_pairs' and 'simpo_listmle'."})
+    neural_ndcg_temperature: float = field(default=1.0, metadata={"help": "NeuralNDCG's NeuralSort temperature."})
+    approx_ndcg_alpha: float = field(default=1.0, metadata={"help": "ApproxNDCG's sigmoid sharpness."})
     rrhf_weight: float = field(default=1.0, metadata={"help": "Weight of RRHF's ranking term (its SFT term has 1)."})
     rrhf_length_penalty: float = field(
         default=1.0, metadata={"help": "RRHF's score: summed logp / length^rrhf_length_penalty."}
@@ -179,6 +246,14 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     slic_delta: float = field(default=1.0, metadata={"help": "Margin of SLiC-HF's calibration hinge."})
     slic_regularization_weight: float = field(
         default=0.5, metadata={"help": "Weight of SLiC-HF's regulariser, the summed NLL of the best candidate."}
+    )
+    slic_regularization: str = field(
+        default="per_pair",
+        metadata={"help": "SLiC-HF's regulariser once per pair ('per_pair', the paper) or per ranking ('per_list')."},
+    )
+    best_of_n_sft_pooling: str = field(
+        default="answer",
+        metadata={"help": "best_of_n_sft: mean over answers of their mean NLL ('answer') or pooled tokens ('token')."},
     )
     sft_weight: float = field(
         default=0.05,
@@ -269,6 +344,8 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     )
 
     def __post_init__(self):
+        # `bf16=None` on a CPU run: bf16 where the CPU has it natively, else float32 (TRL: bf16 whatever the CPU)
+        resolve_config_bf16(self, "PROConfig")
         super().__post_init__()
         check_finite_floats(self)  # a NaN or infinite option would train NaN weights silently
         if self.sft_weight < 0:
@@ -298,13 +375,13 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
             if self.precompute_ref_log_probs:
                 raise ValueError(
                     "`precompute_ref_log_probs=True` needs `reference_normalized=True` or a reference-based "
-                    f"`loss_type` ({', '.join(REFERENCE_LOSSES)}): `loss_type={self.loss_type}` is reference-free and "
+                    f"`loss_type` ({', '.join(reference_losses())}): `loss_type={self.loss_type}` is reference-free and "
                     "uses no reference log-probs."
                 )
             if self.sync_ref_model:
                 raise ValueError(
                     "`sync_ref_model=True` needs `reference_normalized=True` or a reference-based `loss_type` "
-                    f"({', '.join(REFERENCE_LOSSES)})."
+                    f"({', '.join(reference_losses())})."
                 )
         for name in (
             "bootstrap_chunks",
@@ -344,34 +421,49 @@ class PROConfig(PackedLayoutConfigMixin, DPOConfig):
     def uses_reference(self) -> bool:
         """Whether training scores candidates against a reference model (a reference-based loss, or PRO's
         `reference_normalized`)."""
-        return self.reference_normalized or any(name in REFERENCE_LOSSES for name in self.loss_type)
+        return self.reference_normalized or any(LOSSES[name].needs_reference for name in self.loss_type)
 
     def _check_losses(self) -> None:
         # `DPOConfig.__post_init__` has made `loss_type` a list and checked the length of `loss_weights`
-        unknown = [name for name in self.loss_type if name not in LOSS_TYPES]
+        unknown = [name for name in self.loss_type if name not in LOSSES]
         if unknown:
             raise ValueError(
-                f"`loss_type` has unknown losses {unknown}: PROTrainer's losses are {list(LOSS_TYPES)} (DPO's pairwise "
+                f"`loss_type` has unknown losses {unknown}: PROTrainer's losses are {list(LOSSES)} (DPO's pairwise "
                 "losses are `DPOTrainer`'s; `'dpo_pairs'` is DPO's sigmoid loss on pairs of the ranking)."
             )
         if not self.loss_type:
             raise ValueError("`loss_type` is empty: name at least one loss.")
         if len(set(self.loss_type)) != len(self.loss_type):
             raise ValueError(f"`loss_type={self.loss_type}` names a loss twice; give it one weight in `loss_weights`.")
-        if self.loss_weights is not None and any(not math.isfinite(w) or w < 0 for w in self.loss_weights):
-            raise ValueError(f"`loss_weights` must be finite and >= 0, got {self.loss_weights}.")
+        check_beta_and_loss_weights(self.beta, self.loss_weights)
         if self.pair_selection not in PAIR_SELECTIONS:
             raise ValueError(f"`pair_selection` must be one of {list(PAIR_SELECTIONS)}, got {self.pair_selection!r}.")
         if self.lipo_label_normalization not in ("minmax", "none"):
             raise ValueError(
                 f"`lipo_label_normalization` must be 'minmax' or 'none', got {self.lipo_label_normalization!r}."
             )
-        for name in ("rrhf_weight", "slic_delta", "slic_regularization_weight"):
+        choices = {
+            "lipo_lambda_reduction": LIPO_LAMBDA_REDUCTIONS,
+            "listmle_ties": LISTMLE_TIES,
+            "slic_regularization": SLIC_REGULARIZATIONS,
+            "best_of_n_sft_pooling": SFT_POOLINGS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        top_k = self.listmle_top_k
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`listmle_top_k` must be a positive integer or None, got {top_k!r}.")
+        for name in ("neural_ndcg_temperature", "approx_ndcg_alpha"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
+        # A negative length penalty would favour long answers in RRHF's score, the opposite of a penalty
+        for name in ("rrhf_weight", "rrhf_length_penalty", "slic_delta", "slic_regularization_weight", "simpo_gamma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.reference_normalized and "pro" not in self.loss_type:
             raise ValueError(
                 "`reference_normalized=True` changes the score of the `'pro'` loss only, which `loss_type="
-                f"{self.loss_type}` does not use. The reference-based losses ({', '.join(REFERENCE_LOSSES)}) always "
+                f"{self.loss_type}` does not use. The reference-based losses ({', '.join(reference_losses())}) always "
                 "use the reference."
             )

@@ -11,7 +11,7 @@ from datasets import Dataset, IterableDataset
 from trl.data_utils import is_conversational
 
 from ..tokenization import is_empty_text
-from ..validation import check_rewards, check_text
+from ..validation import check_implicit_prompt_sides, check_rewards, check_split_prompt, check_text
 
 
 def _common_prompt(completions: list) -> tuple[Any, list]:
@@ -130,11 +130,20 @@ def to_ranking(
         if completion is None:
             raise ValueError(f"{where}, field '{name}': the completion is missing (None).")
         check_text(completion, where, name, completion=False)  # types and roles; the completion role rule below
+    names = [f"completions[{i}]" if field == "completions" else field for i, field in enumerate(fields)]
     if "prompt" in example and example["prompt"] is not None:
         prompt = example["prompt"]
         check_text(prompt, where, "prompt", completion=False)
+        if isinstance(prompt, list) and not prompt:  # TRL's format checks would fail on it with a bare IndexError
+            raise ValueError(
+                f"{where}, field 'prompt': the prompt is an empty list of messages. Give at least one message, or a "
+                "string prompt."
+            )
     else:
+        if not allow_empty:  # the data tools keep such rows of real data; a trainer cannot learn from them
+            check_implicit_prompt_sides(where, list(zip(names, completions)))
         prompt, completions = _common_prompt(completions)
+        check_split_prompt(prompt, where, "the completions")
     for i, (completion, field) in enumerate(zip(completions, fields)):
         name = f"completions[{i}]" if field == "completions" else field
         if is_empty_text(completion) and not allow_empty:

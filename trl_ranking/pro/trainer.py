@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import textwrap
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,21 +27,8 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import global_then_local_main_first, use_adapter
 
 from ..collators import DataCollatorForRanking
-from ..losses import (
-    best_candidate_nll,
-    dpo_pairs_loss,
-    kendall_tau,
-    lipo_lambda_loss,
-    listmle_loss,
-    normalize_labels,
-    pro_ranking_loss,
-    pro_sft_loss,
-    ranking_accuracy,
-    ranking_labels,
-    rrhf_loss,
-    slic_loss,
-    top1_accuracy,
-)
+from ..loss_table import LOSSES, PRO_PAPER, LossBatch, model_card_info, reference_losses
+from ..losses import kendall_tau, ranking_accuracy, ranking_labels, top1_accuracy
 from ..packing import is_packed
 from ..scoring import TokenLogProbs, batch_token_log_probs, packed_inputs, rows_to_rankings
 from ..tokenization import (
@@ -61,7 +47,7 @@ from ..trainer_utils import (
     resolve_tokenizer,
     trainer_config,
 )
-from ..validation import first_row
+from ..validation import first_row, reward_scale_issue
 from .bootstrap import SelfBootstrapper
 from .config import PROConfig
 from .rows import dataset_has_rewards, to_ranking
@@ -72,90 +58,11 @@ logger = logging.getLogger(__name__)
 # Columns the prepared dataset keeps for the collator (`Trainer` drops the others when `remove_unused_columns`)
 _PREPARED_COLUMNS = ["prompt_ids", "completion_ids", "rewards", "ref_logps"]
 
-# The paper of each loss of the family (`PROConfig.loss_type`), for the model card: (method name, paper)
-# docstyle-ignore
-_DPO_CITATION = textwrap.dedent("""\
-    @inproceedings{rafailov2023direct,
-        title        = {{Direct Preference Optimization: Your Language Model is Secretly a Reward Model}},
-        author       = {Rafael Rafailov and Archit Sharma and Eric Mitchell and Christopher D. Manning and Stefano Ermon and Chelsea Finn},
-        year         = 2023,
-        booktitle    = {Advances in Neural Information Processing Systems 36 (NeurIPS 2023)},
-    }""")
-_DPO_PAPER = {
-    "title": "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
-    "id": "2305.18290",
-    "citation": _DPO_CITATION,
-}
-_LOSS_PAPERS: dict[str, tuple[str, dict[str, str]]] = {
-    "listmle": ("Plackett-Luce DPO (ListMLE)", _DPO_PAPER),
-    "lipo_lambda": (
-        "LiPO-lambda",
-        {
-            "title": "LiPO: Listwise Preference Optimization through Learning-to-Rank",
-            "id": "2402.01878",
-            # docstyle-ignore
-            "citation": textwrap.dedent("""\
-                @article{liu2024lipo,
-                    title        = {{LiPO: Listwise Preference Optimization through Learning-to-Rank}},
-                    author       = {Tianqi Liu and Zhen Qin and Junru Wu and Jiaming Shen and Misha Khalman and Rishabh Joshi and Yao Zhao and Mohammad Saleh and Simon Baumgartner and Jialu Liu and Peter J. Liu and Xuanhui Wang},
-                    year         = 2024,
-                    journal      = {arXiv preprint arXiv:2402.01878},
-                }"""),
-        },
-    ),
-    "rrhf": (
-        "RRHF",
-        {
-            "title": "RRHF: Rank Responses to Align Language Models with Human Feedback without tears",
-            "id": "2304.05302",
-            # docstyle-ignore
-            "citation": textwrap.dedent("""\
-                @inproceedings{yuan2023rrhf,
-                    title        = {{RRHF: Rank Responses to Align Language Models with Human Feedback}},
-                    author       = {Zheng Yuan and Hongyi Yuan and Chuanqi Tan and Wei Wang and Songfang Huang and Fei Huang},
-                    year         = 2023,
-                    booktitle    = {Advances in Neural Information Processing Systems 36 (NeurIPS 2023)},
-                }"""),
-        },
-    ),
-    "slic": (
-        "SLiC-HF",
-        {
-            "title": "SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
-            "id": "2305.10425",
-            # docstyle-ignore
-            "citation": textwrap.dedent("""\
-                @article{zhao2023slic,
-                    title        = {{SLiC-HF: Sequence Likelihood Calibration with Human Feedback}},
-                    author       = {Yao Zhao and Rishabh Joshi and Tianqi Liu and Misha Khalman and Mohammad Saleh and Peter J. Liu},
-                    year         = 2023,
-                    journal      = {arXiv preprint arXiv:2305.10425},
-                }"""),
-        },
-    ),
-    "best_of_n_sft": (
-        "best-of-n SFT (RAFT)",
-        {
-            "title": "RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment",
-            "id": "2304.06767",
-            # docstyle-ignore
-            "citation": textwrap.dedent("""\
-                @article{dong2023raft,
-                    title        = {{RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment}},
-                    author       = {Hanze Dong and Wei Xiong and Deepanshu Goyal and Yihan Zhang and Winnie Chow and Rui Pan and Shizhe Diao and Jipeng Zhang and Kashun Shum and Tong Zhang},
-                    year         = 2023,
-                    journal      = {Transactions on Machine Learning Research},
-                }"""),
-        },
-    ),
-    "dpo_pairs": ("DPO on pairs of the ranking", _DPO_PAPER),
-}
-
 
 class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     """
     Trainer for Preference Ranking Optimization (PRO), from the paper [Preference Ranking Optimization for Human
-    Alignment](https://huggingface.co/papers/2306.17492) (Song et al., AAAI 2024).
+    Alignment](https://huggingface.co/papers/2306.17492) (Song et al., 2024).
 
     PRO learns from a ranking of `n >= 2` responses per prompt: for each position `k` of the ranking, the response at
     `k` should be more likely than every response below it (Eq. 8), with a reward-derived temperature when rewards
@@ -164,9 +71,9 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     `PROConfig.reference_normalized=True` for a reference-normalised score).
 
     `PROConfig.loss_type` chooses another loss of the listwise family, or a weighted sum of several (`loss_weights`):
-    `"listmle"` (Plackett-Luce DPO), `"lipo_lambda"` (LiPO-lambda), `"rrhf"`, `"slic"` (SLiC-HF), `"best_of_n_sft"`
-    (RAFT) and `"dpo_pairs"` (DPO on pairs of the ranking); see `trl_ranking.losses` and `docs/listwise.md`. Only
-    `"listmle"`, `"lipo_lambda"` and `"dpo_pairs"` use a reference model.
+    every loss of the loss table `trl_ranking.loss_table.LOSSES` (Plackett-Luce DPO, LiPO, OPO's NDCG surrogates,
+    RRHF, SLiC-HF, RAFT, DPO and SimPO on pairs of the ranking, ...; see `docs/listwise.md`). Those whose score is a
+    log-ratio to the reference (`trl_ranking.loss_table.reference_losses()`) use a reference model.
 
     This class subclasses `trl.DPOTrainer` and takes the same arguments: a user of `DPOTrainer` changes the class
     and the config. A DPO dataset (`prompt`/`chosen`/`rejected`) trains unchanged as a ranking of two.
@@ -207,8 +114,8 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
             Model to train: a model id or path (loaded with `args.model_init_kwargs` and `quantization_config`), or an
             instantiated causal LM.
         ref_model (`transformers.PreTrainedModel`, *optional*):
-            Reference model, only with a reference-based `args.loss_type` (`"listmle"`, `"lipo_lambda"`,
-            `"dpo_pairs"`) or `args.reference_normalized=True`. If `None` there, TRL's default applies: the PEFT adapter
+            Reference model, only with a reference-based `args.loss_type` (`trl_ranking.loss_table.reference_losses()`:
+            `"listmle"`, `"lipo_lambda"`, `"dpo_pairs"`, ...) or `args.reference_normalized=True`. If `None` there, TRL's default applies: the PEFT adapter
             switched off, or a copy of the initial model, or precomputed log-probs.
         args (`PROConfig`, *optional*):
             Configuration. If `None`, a default `PROConfig` is used.
@@ -236,22 +143,10 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
             The reward model's tokenizer, when `reward_model` is a model instance.
     """
 
+    # The defaults for PRO's own loss; `__init__` sets them from the loss table for the losses used
     _tag_names = ["trl", "trl-ranking", "pro"]
     _name = "PRO"
-    _paper = {
-        "title": "Preference Ranking Optimization for Human Alignment",
-        "id": "2306.17492",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{song2024preference,
-                title        = {{Preference Ranking Optimization for Human Alignment}},
-                author       = {Feifan Song and Bowen Yu and Minghao Li and Haiyang Yu and Fei Huang and Yongbin Li and Houfeng Wang},
-                year         = 2024,
-                booktitle    = {Thirty-Eighth AAAI Conference on Artificial Intelligence, AAAI 2024},
-                pages        = {18990--18998},
-                doi          = {10.1609/AAAI.V38I17.29865},
-            }"""),
-    }
+    _paper = PRO_PAPER.as_card()
 
     def __init__(
         self,
@@ -277,10 +172,11 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
             raise ValueError(
                 f"A `ref_model` was passed but `loss_type={args.loss_type}` is reference-free and "
                 "`args.reference_normalized` is False. Set `PROConfig(reference_normalized=True)` to score PRO's "
-                "candidates against the reference, or choose a reference-based `loss_type` ('listmle', 'lipo_lambda', "
-                "'dpo_pairs')."
+                "candidates against the reference, or choose a reference-based `loss_type` "
+                f"({', '.join(map(repr, reference_losses()))})."
             )
-        self._name, self._paper = self._model_card_paper(args.loss_type)
+        # The model card names the losses used, cites their papers and tags the run by them (TRL reads these)
+        self._name, self._paper, self._tag_names = model_card_info(args.loss_type)
         if args.self_bootstrap and reward_model is None:
             raise ValueError(
                 "`self_bootstrap=True` needs a `reward_model` to score the sampled responses: pass "
@@ -391,8 +287,18 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
         max_length, max_prompt_length = args.max_length, args.max_prompt_length
         special_ids = leading_special_ids(tokenizer)  # kept in front when a prompt is left-truncated (e.g. BOS)
 
+        dynamic_temperature = "pro" in args.loss_type and args.dynamic_temperature
+        lipo_unnormalized = (
+            any(LOSSES[name].uses_gains for name in args.loss_type) and args.lipo_label_normalization == "none"
+        )
+
         def tokenize_row(example: dict[str, Any], index: int) -> dict[str, Any]:
             prompt, completions, rewards = to_ranking(example, index, with_rewards)
+            # The size of the rewards matters where the loss uses it (the order alone passes `check_rewards`)
+            scale_issue = None if rewards is None else reward_scale_issue(rewards, dynamic_temperature, lipo_unnormalized)
+            if scale_issue is not None and scale_issue[1]:
+                field = "rewards" if "completions" in example else "score_chosen/score_rejected"
+                raise ValueError(f"Row {index}, field '{field}': {scale_issue[0]}")
             if is_conversational({"prompt": prompt}) != is_conversational({"prompt": completions[0]}) and prompt:
                 raise ValueError(
                     f"Row {index}, field 'prompt': the prompt and the completions mix conversational and standard text."
@@ -417,13 +323,19 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
                 if not ids:
                     raise ValueError(f"Row {index}, field 'completions[{i}]': the completion has no token.")
             output = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "prompt_truncated": truncated}
-            # Counted for the log: completions the collator cuts at `max_length` (their end and EOS are lost), and
-            # rankings that give no ranking gradient (identical candidates, or all rewards tied)
+            output["large_rewards"] = "" if scale_issue is None else scale_issue[0]  # warned about once, with a row
+            # Counted for the log: completions the collator cuts at `max_length` (their end and EOS are lost),
+            # rankings of identical candidates (no ranking gradient from any loss), rankings whose rewards all tie
+            # (what they train depends on the loss), and preference rows whose scores reverse their labels
             output["completion_truncated"] = (
                 0 if max_length is None else sum(len(prompt_ids) + len(ids) > max_length for ids in completion_ids)
             )
-            output["degenerate"] = all(ids == completion_ids[0] for ids in completion_ids[1:]) or (
-                rewards is not None and min(rewards) == max(rewards)
+            output["degenerate"] = all(ids == completion_ids[0] for ids in completion_ids[1:])
+            output["tied_rewards"] = not output["degenerate"] and rewards is not None and min(rewards) == max(rewards)
+            output["reversed_scores"] = (
+                with_rewards
+                and "completions" not in example
+                and float(example["score_rejected"]) > float(example["score_chosen"])
             )
             if with_rewards:
                 output["rewards"] = rewards
@@ -454,12 +366,42 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
                 dataset_name,
                 max_length,
             )
-        num_degenerate = sum(dataset["degenerate"])
-        if num_degenerate:
+        large = [(row, issue) for row, issue in enumerate(dataset["large_rewards"]) if issue]
+        if large:
             logger.warning(
-                "%d of %d rankings of the %s dataset are degenerate (all candidates identical, or all rewards "
-                "tied): they give no ranking gradient, only the SFT term.",
-                num_degenerate,
+                "%d of %d rankings of the %s dataset have rewards large enough to dominate the loss (the first, "
+                "row %d: %s)",
+                len(large),
+                len(dataset),
+                dataset_name,
+                *large[0],
+            )
+        num_identical = sum(dataset["degenerate"])
+        num_tied = sum(dataset["tied_rewards"]) if "tied_rewards" in dataset.column_names else 0
+        if num_identical or num_tied:
+            kinds = []
+            if num_identical:
+                kinds.append(
+                    f"{num_identical} with all candidates identical (identical scores: no loss gets a ranking "
+                    "gradient from them; the SFT terms still train)"
+                )
+            if num_tied:
+                behaviour = "; ".join(f"{name}: {LOSSES[name].tied_behaviour(args)}" for name in args.loss_type)
+                kinds.append(f"{num_tied} with all rewards tied (the ranking states no order; per loss: {behaviour})")
+            logger.warning(
+                "%d of %d rankings of the %s dataset are degenerate: %s.",
+                num_identical + num_tied,
+                len(dataset),
+                dataset_name,
+                ", and ".join(kinds),
+            )
+        num_reversed = sum(dataset["reversed_scores"]) if "reversed_scores" in dataset.column_names else 0
+        if num_reversed:
+            logger.warning(
+                "%d of %d preference rows of the %s dataset have `score_rejected > score_chosen`. PROTrainer ranks a "
+                "row by its scores when it has them, so their 'rejected' answer trains as the best (DPOTrainer ignores "
+                "the scores and always prefers 'chosen'). Drop or swap the scores if the labels are right.",
+                num_reversed,
                 len(dataset),
                 dataset_name,
             )
@@ -540,18 +482,6 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
     # Loss. Replaces `DPOTrainer._compute_loss` (pairwise losses) with the listwise family of `PROConfig.loss_type`
     # (pure functions of `[batch, n]` tensors in `trl_ranking.losses`) and ranking metrics.
     # ------------------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _model_card_paper(loss_types: list[str]) -> tuple[str, dict[str, str]]:
-        """The method name and paper (all citations) of the model card, for the losses used."""
-        if loss_types == ["pro"]:
-            return PROTrainer._name, PROTrainer._paper
-        entries = [
-            (PROTrainer._name, PROTrainer._paper) if name == "pro" else _LOSS_PAPERS[name] for name in loss_types
-        ]
-        citations = list(dict.fromkeys(paper["citation"] for _, paper in entries))
-        paper = dict(entries[0][1], citation="\n\n".join(citations))
-        return " + ".join(name for name, _ in entries), paper
-
     def _reference_sum_logps(self, inputs: dict[str, Any], num_candidates: torch.Tensor) -> torch.Tensor:
         """Summed reference log-probs `[batch, n_max]`: precomputed, or a no-grad pass in the policy's layout."""
         if self.precompute_ref_logps:
@@ -568,62 +498,18 @@ class PROTrainer(PackedLayoutMixin, DPOTrainerFixesMixin, DPOTrainer):
         rewards: torch.Tensor | None,
         num_candidates: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """One loss of the family: `(per_example [batch], metric parts {name: [batch]}, the scores it ranks by)`."""
-        args = self.args
-        n_max = sum_logps.shape[1]
-        mean_logps = sum_logps / token_counts.clamp(min=1)
-        labels = ranking_labels(rewards, num_candidates, n_max)
-        if loss_type in ("listmle", "lipo_lambda", "dpo_pairs"):
-            scores = self.beta * (sum_logps - ref_sum_logps.to(sum_logps.dtype))
-        if loss_type == "pro":
-            if args.reference_normalized:
-                scores = self.beta * (mean_logps - ref_sum_logps.to(sum_logps.dtype) / token_counts.clamp(min=1))
-            else:
-                scores = mean_logps
-            ranking, _, _ = pro_ranking_loss(
-                scores,
-                num_candidates,
-                rewards=rewards,
-                dynamic_temperature=args.dynamic_temperature,
-                first_stage_only=args.first_stage_only,
-                eps=args.ranking_eps,
-            )
-            sft = pro_sft_loss(-sum_logps[:, 0], num_candidates, args.sft_weight)
-            return ranking + sft, {"loss/ranking": ranking, "loss/sft": sft}, scores
-        if loss_type == "listmle":
-            per_example = listmle_loss(scores, num_candidates)
-            return per_example, {"loss/listmle": per_example}, scores
-        if loss_type == "lipo_lambda":
-            labels = normalize_labels(labels, num_candidates, args.lipo_label_normalization)
-            per_example, pairs, delta = lipo_lambda_loss(scores, labels, num_candidates)
-            mean_delta = (delta * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp(min=1)
-            return per_example, {"loss/lipo_lambda": per_example, "lipo_lambda/mean_delta": mean_delta}, scores
-        if loss_type == "rrhf":
-            per_example, ranking, sft = rrhf_loss(
-                sum_logps, token_counts, labels, num_candidates, args.rrhf_weight, args.rrhf_length_penalty
-            )
-            scores = sum_logps / token_counts.clamp(min=1) ** args.rrhf_length_penalty
-            return per_example, {"loss/rrhf/ranking": ranking, "loss/rrhf/sft": sft}, scores
-        if loss_type == "slic":
-            per_example, calibration, regularization = slic_loss(
-                sum_logps, labels, num_candidates, args.slic_delta, args.slic_regularization_weight
-            )
-            parts = {"loss/slic/calibration": calibration, "loss/slic/regularization": regularization}
-            return per_example, parts, sum_logps
-        if loss_type == "best_of_n_sft":
-            per_example = best_candidate_nll(sum_logps, token_counts, per_token=True)
-            return per_example, {"loss/best_of_n_sft": per_example}, mean_logps
-        if loss_type == "dpo_pairs":
-            per_example, pairs = dpo_pairs_loss(scores, labels, num_candidates, args.pair_selection)
-            margins = scores.unsqueeze(2) - scores.unsqueeze(1)
-            num_pairs = pairs.sum(dim=(1, 2)).clamp(min=1)
-            parts = {
-                "loss/dpo_pairs": per_example,
-                "dpo_pairs/accuracy": ((margins > 0) & pairs).sum(dim=(1, 2)) / num_pairs,
-                "dpo_pairs/margin": (margins * pairs).sum(dim=(1, 2)) / num_pairs,
-            }
-            return per_example, parts, scores
-        raise ValueError(f"Unknown loss_type {loss_type!r}.")  # unreachable: `PROConfig` checks the names
+        """One loss of the family, looked up in the loss table (`trl_ranking.loss_table.LOSSES`):
+        `(per_example [batch], metric parts {name: [batch]}, the scores it ranks by)`."""
+        batch = LossBatch(
+            sum_logps=sum_logps,
+            token_counts=token_counts,
+            num_candidates=num_candidates,
+            ref_sum_logps=ref_sum_logps,
+            rewards=rewards,
+            beta=self.beta,
+            step=self.state.global_step,
+        )
+        return LOSSES[loss_type](batch, self.args)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"

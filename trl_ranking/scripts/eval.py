@@ -2,10 +2,12 @@
 
 `--eval_mode pro` is the PRO paper's table (BLEU against the reference and the mean sigmoid reward of a reward model,
 `evaluate_pro_table_row`); `--eval_mode dove` the DOVE paper's win rates against the gold responses
-(`evaluate_dove_win_rates`).
+(`evaluate_dove_win_rates`); `--eval_mode ifeval` IFEval's four official metrics on the bundled 541 prompts
+(`evaluate_ifeval`, scored exactly as Google's `instruction_following_eval`), with every answer in the JSON file.
 
 ```bash
 trl-ranking eval --model_name_or_path out-pro --reward_model_name_or_path path/to/rm --dataset_name test.jsonl.gz
+trl-ranking eval --eval_mode ifeval --model_name_or_path out-pro --ifeval_limit 50 --output_file ifeval.json
 python -m trl_ranking.scripts.eval --model_name_or_path out-pro ...      # the same script, run directly
 ```
 """
@@ -29,7 +31,7 @@ from .utils import (
 )
 
 
-HELP = "Generate on test sets and report BLEU and reward (the PRO paper's table)"
+HELP = "Generate on test sets and report BLEU and reward (the PRO paper's table), DOVE win rates, or IFEval"
 
 
 @dataclass
@@ -57,7 +59,7 @@ class EvalArguments:
             Where to write the results.
         max_new_tokens (`int`, *optional*):
             Maximum new tokens per response; by default 128 in `pro` mode (greedy) and 400 in `dove` mode (sampled),
-            the papers' values.
+            the papers' values, and 512 in `ifeval` mode (greedy).
         batch_size (`int`, *optional*, defaults to `8`):
             Prompts per `generate` call.
         max_prompt_length (`int`, *optional*):
@@ -80,7 +82,10 @@ class EvalArguments:
         eval_mode (`str`, *optional*, defaults to `"pro"`):
             `pro`: the PRO paper's table (BLEU as the paper computes it, sacreBLEU, reward x100). `dove`: the DOVE
             paper's table: win rate against the gold response (ties 1/2) at each of `--temperatures`, judged by
-            `--judge`; the reference column defaults to `gold_response`.
+            `--judge`; the reference column defaults to `gold_response`. `ifeval`: IFEval's prompt- and
+            instruction-level accuracy, strict and loose, on the bundled 541 prompts (no dataset or reward model;
+            `evaluate_ifeval`), printed as a table; the JSON file holds the metrics, per-type and per-prompt results
+            and every answer.
         reward_input_format (`str`, *optional*, defaults to `"default"`):
             How the reward model reads a pair (`RewardModelScorer(input_format=...)`): `default`, or `oasst`
             (`<|prompter|>...<|endoftext|><|assistant|>...<|endoftext|>`, the PRO paper's reward model).
@@ -97,6 +102,10 @@ class EvalArguments:
             DOVE mode with `--judge openai`: the API root.
         judge_model (`str`, *optional*):
             DOVE mode with `--judge openai`: the chat model (e.g. `gpt-3.5-turbo-0125`).
+        ifeval_limit (`int`, *optional*):
+            IFEval mode: score a sample of this many prompts (drawn with `--seed`) instead of all 541, for a quick run.
+        ifeval_input_file (`str`, *optional*):
+            IFEval mode: prompts in the format of Google's `input_data.jsonl` instead of the bundled ones.
     """
 
     dataset_name: list[str] = field(
@@ -147,8 +156,9 @@ class EvalArguments:
     eval_mode: str = field(
         default="pro",
         metadata={
-            "help": "pro: the PRO paper's BLEU/reward table; dove: the DOVE paper's win rates.",
-            "choices": ["pro", "dove"],
+            "help": "pro: the PRO paper's BLEU/reward table; dove: the DOVE paper's win rates; ifeval: IFEval's "
+            "four official metrics on the bundled prompts.",
+            "choices": ["pro", "dove", "ifeval"],
         },
     )
     reward_input_format: str = field(
@@ -172,6 +182,12 @@ class EvalArguments:
         default="https://api.openai.com/v1", metadata={"help": "DOVE mode: the judge API root."}
     )
     judge_model: str | None = field(default=None, metadata={"help": "DOVE mode: the judge chat model."})
+    ifeval_limit: int | None = field(
+        default=None, metadata={"help": "IFEval mode: a sample of this many prompts (seeded by --seed), not all 541."}
+    )
+    ifeval_input_file: str | None = field(
+        default=None, metadata={"help": "IFEval mode: prompts in input_data.jsonl format instead of the bundled ones."}
+    )
 
 
 def _subset_name(name: str) -> str:
@@ -237,18 +253,19 @@ def main(eval_args: EvalArguments, model_args, data_args: DataArguments) -> dict
     """
     import torch
     from transformers import set_seed
-    from trl import get_quantization_config
 
     from ..evaluation import evaluate_pro_table_row
     from ..rewards import RewardModelScorer
 
     if not model_args.model_name_or_path:
         raise ValueError("`--model_name_or_path` is required.")
+    if eval_args.eval_mode == "ifeval":
+        return _run_ifeval_eval(eval_args, model_args, data_args)
     if not eval_args.dataset_name:
         raise ValueError("`--dataset_name` is required: one or more test sets.")
     dove = eval_args.eval_mode == "dove"
     if eval_args.eval_mode not in ("pro", "dove"):
-        raise ValueError(f"`--eval_mode` must be 'pro' or 'dove', got {eval_args.eval_mode!r}.")
+        raise ValueError(f"`--eval_mode` must be 'pro', 'dove' or 'ifeval', got {eval_args.eval_mode!r}.")
     if not eval_args.reward_model_name_or_path and not (dove and eval_args.judge == "openai"):
         raise ValueError("`--reward_model_name_or_path` is required: the reward model scores the responses.")
     if dove and eval_args.judge == "openai" and not eval_args.judge_model:
@@ -265,20 +282,7 @@ def main(eval_args: EvalArguments, model_args, data_args: DataArguments) -> dict
         dataset = take_rows(only_split(dataset_dict, eval_args.dataset_split, name), data_args.max_eval_samples)
         test_sets[subset] = _prompts_for_eval(dataset, eval_args.prompt_column, data_args, name)
 
-    model_kwargs = dict(
-        revision=model_args.model_revision,
-        trust_remote_code=eval_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation,
-        dtype=model_args.dtype,
-    )
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
-        model_kwargs["quantization_config"] = quantization_config
-    model = _load_policy(model_args.model_name_or_path, model_kwargs).eval()
-    tokenizer = load_tokenizer(
-        data_args.tokenizer_name_or_path or model_args.model_name_or_path,
-        trust_remote_code=eval_args.trust_remote_code,
-    )
+    model, tokenizer = _load_policy_and_tokenizer(eval_args, model_args, data_args)
     device = "cuda" if torch.cuda.is_available() else None
     scorer = None
     if eval_args.reward_model_name_or_path:
@@ -309,6 +313,67 @@ def main(eval_args: EvalArguments, model_args, data_args: DataArguments) -> dict
     results["model"] = model_args.model_name_or_path
     results["reward_model"] = eval_args.reward_model_name_or_path
     results["test_sets"] = dict(zip(names, eval_args.dataset_name))
+    return _write_results(results, eval_args.output_file)
+
+
+def _load_policy_and_tokenizer(eval_args: EvalArguments, model_args, data_args: DataArguments):
+    """The policy (a full model or a PEFT adapter with its base, `_load_policy`) in eval mode, and its tokenizer."""
+    from trl import get_quantization_config
+
+    model_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=eval_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        model_kwargs["quantization_config"] = quantization_config
+    model = _load_policy(model_args.model_name_or_path, model_kwargs).eval()
+    tokenizer = load_tokenizer(
+        data_args.tokenizer_name_or_path or model_args.model_name_or_path,
+        trust_remote_code=eval_args.trust_remote_code,
+    )
+    return model, tokenizer
+
+
+def _run_ifeval_eval(eval_args: EvalArguments, model_args, data_args: DataArguments) -> dict[str, Any]:
+    """`trl-ranking eval --eval_mode ifeval`: `evaluate_ifeval` (greedy, chat template), the table printed, and the
+    metrics, per-type and per-prompt results and every answer written to `output_file`."""
+    from transformers import set_seed
+
+    from ..evaluation.ifeval import evaluate_ifeval, format_ifeval_table, load_ifeval_prompts
+
+    set_seed(eval_args.seed)
+    prompts = load_ifeval_prompts(eval_args.ifeval_input_file) if eval_args.ifeval_input_file else None
+    model, tokenizer = _load_policy_and_tokenizer(eval_args, model_args, data_args)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            f"IFEval renders each prompt with the tokenizer's chat template, and the tokenizer of "
+            f"{data_args.tokenizer_name_or_path or model_args.model_name_or_path!r} has none; pass an instruct model "
+            "or `--tokenizer_name_or_path` of a tokenizer that has one."
+        )
+    result = evaluate_ifeval(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=eval_args.max_new_tokens or 512,
+        batch_size=eval_args.batch_size,
+        limit=eval_args.ifeval_limit,
+        seed=eval_args.seed,
+        max_prompt_length=eval_args.max_prompt_length,
+        progress_bar=not os.environ.get("TQDM_DISABLE"),
+    )
+    print(format_ifeval_table(result))
+    results = {
+        "eval_mode": "ifeval",
+        "model": model_args.model_name_or_path,
+        "prompts": eval_args.ifeval_input_file or "bundled input_data.jsonl (541 prompts)",
+        "limit": eval_args.ifeval_limit,
+        "seed": eval_args.seed,
+        "max_new_tokens": eval_args.max_new_tokens or 512,
+        **result.to_dict(),
+    }
     return _write_results(results, eval_args.output_file)
 
 

@@ -189,6 +189,36 @@ def _load_paper_format(path: Path, dataset_format: str, data_args: DataArguments
     raise ValueError(f"Unknown dataset format {dataset_format!r}; expected one of {DATASET_FORMATS}.")
 
 
+def _load_local_json(path: Path, streaming: bool):
+    """`datasets.load_dataset("json")` on a local file, its failures named by file and line: `datasets` reports a
+    syntax error by byte position or with a long traceback, and an empty file as a bare `StopIteration`."""
+    import datasets
+
+    from ..data.jsonl import check_jsonl
+
+    try:
+        return datasets.load_dataset("json", data_files=str(path), streaming=streaming)
+    except Exception as error:  # noqa: BLE001 - DatasetGenerationError, StopIteration, pyarrow's errors...
+        record = _first_record(path)
+        # JSON lines (not one JSON document such as an array): the line reader names the bad line
+        if record is not None or ".jsonl" in path.name or not path.stat().st_size or not _has_text(path):
+            check_jsonl(path)
+        cause = error.__cause__ or error
+        raise ValueError(f"{path}: `datasets` could not read it as JSON ({type(cause).__name__}: {cause}).") from error
+
+
+def _has_text(path: Path) -> bool:
+    """Whether a (possibly gzipped) file holds anything but whitespace."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            return any(line.strip() for line in handle)
+    except (OSError, EOFError):
+        return True  # a corrupt file: let the reader name it
+
+
 def load_dataset_by_format(
     name: str,
     data_args: DataArguments,
@@ -231,6 +261,8 @@ def load_dataset_by_format(
             builder = builder.get(suffixes[-1] if suffixes else "")
             if builder is None:
                 raise ValueError(f"{name}: unknown file type; use a .json, .jsonl, .parquet, .csv or .arrow file.")
+            if builder == "json":
+                return _load_local_json(path, streaming)
             return datasets.load_dataset(builder, data_files=str(path), streaming=streaming)
         if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
             loaded = datasets.load_from_disk(str(path))
