@@ -31,24 +31,50 @@ def has_cuda() -> bool:
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
+def gpt2_tokenizer():
     return load_bundled_tokenizer()
 
 
 @pytest.fixture(scope="session")
-def chat_tokenizer():
+def gpt2_chat_tokenizer():
     return load_bundled_tokenizer(chat_template=True)
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> str:
+def gpt2_model_path(tmp_path_factory) -> str:
     """A saved tiny Llama-shaped causal LM (random weights, GPT-2 vocabulary)."""
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2_path(tmp_path_factory) -> str:
+def gpt2_qwen2_path(tmp_path_factory) -> str:
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-qwen2"), model_type="qwen2", seed=1)
+
+
+# The fixtures tests ask for: GPT-2's vocabulary, or the 4,096-token one in a module that sets
+# `SMALL_VOCABULARY = True` (trainer mechanics, layouts and losses, where GPT-2's 50,257-row LM head is only cost)
+def _by_vocabulary(request, gpt2: str, small: str):
+    return request.getfixturevalue(small if getattr(request.module, "SMALL_VOCABULARY", False) else gpt2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(request):
+    return _by_vocabulary(request, "gpt2_tokenizer", "small_tokenizer")
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(request):
+    return _by_vocabulary(request, "gpt2_chat_tokenizer", "small_chat_tokenizer")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(request) -> str:
+    return _by_vocabulary(request, "gpt2_model_path", "small_model_path")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2_path(request) -> str:
+    return _by_vocabulary(request, "gpt2_qwen2_path", "small_qwen2_path")
 
 
 @pytest.fixture(scope="session")

@@ -128,8 +128,12 @@ def _read_jsonl_gz(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def sample_rankings(cfg: Settings, model_path: str, path: Path) -> list[dict]:
-    """The training rankings (sampled once per seed, committed, reused by every method)."""
+def sample_rankings(cfg: Settings, model_path: str, path: Path, chunk: int = 48) -> list[dict]:
+    """The training rankings (sampled once per seed, committed, reused by every method).
+
+    Sampled `chunk` prompts at a time, each chunk appended to `<path>.partial` as it finishes, so that a run stopped
+    midway resumes at its next chunk (a chunk's sampling seed is `seed + chunk index`: the same rows whatever the
+    stops)."""
     if path.exists():
         return _read_jsonl_gz(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,23 +141,40 @@ def sample_rankings(cfg: Settings, model_path: str, path: Path) -> list[dict]:
     from trl_ranking.evaluation.constraints import constraint_pass_rates, constraint_rankings
 
     train, validation = build_prompts(cfg)
+    prompts = [("train", row) for row in train] + [("validation", row) for row in validation]
+    partial = path.with_name(path.name + ".partial")
+    done: list[dict] = []
+    if partial.exists():
+        with open(partial, encoding="utf-8") as handle:
+            done = [json.loads(line) for line in handle if line.strip()]
+    chunks_done = {row["chunk"] for row in done}
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16).eval()
+    partial.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rankings = []
-    for split, rows in (("train", train), ("validation", validation)):
-        for row in constraint_rankings(
-            model, tokenizer, rows, n=cfg.n, max_new_tokens=cfg.sample_max_new_tokens, seed=cfg.seed,
-            temperature=cfg.temperature, batch_size=cfg.generation_batch,
-        ):
-            rankings.append({**row, "split": split})
-    seconds = time.perf_counter() - start
-    logger.info("sampled %d rankings in %.0f s", len(rankings), seconds)
+    for index in range(0, len(prompts), chunk):
+        if index // chunk in chunks_done:
+            continue
+        part = prompts[index : index + chunk]
+        rows = constraint_rankings(
+            model, tokenizer, [row for _, row in part], n=cfg.n, max_new_tokens=cfg.sample_max_new_tokens,
+            seed=cfg.seed + index // chunk, temperature=cfg.temperature, batch_size=cfg.generation_batch,
+        )
+        split_of = {row["prompt_text"]: split for split, row in part}
+        with open(partial, "a", encoding="utf-8") as handle:
+            for row in rows:
+                record = {**row, "split": split_of[row["prompt_text"]], "chunk": index // chunk}
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                done.append(record)
+        logger.info("sampled chunk %d (%d prompts) at %.0f s", index // chunk, len(part), time.perf_counter() - start)
+    rankings = sorted(done, key=lambda row: row["chunk"])
     rates = constraint_pass_rates([r for r in rankings if r["split"] == "train"])
     _write_jsonl_gz(path, rankings)
     (path.parent / f"sampling_seed{cfg.seed}.json").write_text(
-        json.dumps({"seconds": seconds, "rankings": len(rankings), "pass_rates": rates}, indent=2)
+        json.dumps({"seconds_last_session": time.perf_counter() - start, "rankings": len(rankings),
+                    "pass_rates": rates}, indent=2)
     )
+    partial.unlink()
     return rankings
 
 

@@ -35,22 +35,15 @@ from trl_ranking.collators import DataCollatorForJointPreference
 from trl_ranking.dove import DOVEConfig, DOVETrainer
 
 
+# Trainer mechanics and losses, not GPT-2's tokenization: conftest's fixtures give the tiny models and tokenizer
+# with the 4,096-token vocabulary, whose LM head costs a twelfth of GPT-2's
+SMALL_VOCABULARY = True
+
+
 DOVE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dove" / "anthropic_helpful"
 TEMPLATE = "### Instructions: {}\n\n### Response:"
 MAX_LENGTH = 96
 METRICS = ["logps/chosen", "logps/rejected", "rewards/margins", "entropy", "mean_token_accuracy", "logits/chosen"]
-
-
-# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
-# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
-@pytest.fixture(scope="module")
-def tokenizer(small_tokenizer):
-    return small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(small_model_path):
-    return small_model_path
 
 
 def read_jsonl(path: Path) -> list[dict]:

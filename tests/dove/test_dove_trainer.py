@@ -22,26 +22,14 @@ from trl import DPOConfig, DPOTrainer
 from trl_ranking.dove import DOVEConfig, DOVETrainer
 
 
+# Trainer mechanics and losses, not GPT-2's tokenization: conftest's fixtures give the tiny models and tokenizer
+# with the 4,096-token vocabulary, whose LM head costs a twelfth of GPT-2's
+SMALL_VOCABULARY = True
+
+
 DOVE_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "dove" / "anthropic_helpful"
 TEMPLATE = "### Instructions: {}\n\n### Response:"  # the DOVE paper's instruction template (its model outputs)
 BETA = 0.1
-
-
-# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
-# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
-@pytest.fixture(scope="module")
-def tokenizer(small_tokenizer):
-    return small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(small_model_path):
-    return small_model_path
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(small_chat_tokenizer):
-    return small_chat_tokenizer
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -34,22 +34,8 @@ from trl import DPOConfig, DPOTrainer
 from trl_ranking import PROConfig, PROTrainer
 
 
-# The tiny models and tokenizer with the 4,096-token vocabulary, as in test_listwise_trainer.py
-@pytest.fixture(scope="module")
-def tokenizer(small_tokenizer):
-    return small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(small_model_path):
-    return small_model_path
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2_path(small_qwen2_path):
-    return small_qwen2_path
-
-
+# The tiny models and tokenizer with the 4,096-token vocabulary (conftest's fixtures), as in test_listwise_trainer.py
+SMALL_VOCABULARY = True
 NEW = ["listmle", "lipo_lambda", "lipo_softmax", "hinge", "neural_ndcg", "approx_ndcg", "simpo_listmle", "simpo_pairs",
        "best_of_n_sft"]  # fmt: skip
 OPTIONS = dict(

@@ -25,28 +25,16 @@ from trl_ranking.collators import DataCollatorForRanking
 from trl_ranking.packing import is_packed
 
 
+# Trainer mechanics and losses, not GPT-2's tokenization: conftest's fixtures give the tiny models and tokenizer
+# with the 4,096-token vocabulary, whose LM head costs a twelfth of GPT-2's
+SMALL_VOCABULARY = True
+
+
 MAX_LENGTH = 64
 MAX_PROMPT_LENGTH = 40
 BETA = 0.5
 FAMILY = ["pro", "listmle", "lipo_lambda", "rrhf", "slic", "best_of_n_sft", "dpo_pairs"]
 WEIGHTS = [1.0, 0.5, 2.0, 0.25, 0.1, 1.5, 3.0]
-
-
-# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
-# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
-@pytest.fixture(scope="module")
-def tokenizer(small_tokenizer):
-    return small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(small_model_path):
-    return small_model_path
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2_path(small_qwen2_path):
-    return small_qwen2_path
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:

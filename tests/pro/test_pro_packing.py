@@ -43,31 +43,14 @@ from trl_ranking.packing import (
 from trl_ranking.scoring import packed_token_log_probs, token_log_probs
 
 
+# Trainer mechanics and losses, not GPT-2's tokenization: conftest's fixtures give the tiny models and tokenizer
+# with the 4,096-token vocabulary, whose LM head costs a twelfth of GPT-2's
+SMALL_VOCABULARY = True
+
+
 MAX_LENGTH = 96
 MAX_PROMPT_LENGTH = 64
 REWARDS = [0.5, 2.0, -1.0, 1.0, 0.0]
-
-
-# Trainer mechanics and losses, not GPT-2's tokenization: the tiny models and tokenizer with the 4,096-token
-# vocabulary (conftest's `small_*` fixtures), whose LM head costs a twelfth of GPT-2's
-@pytest.fixture(scope="module")
-def tokenizer(small_tokenizer):
-    return small_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model_path(small_model_path):
-    return small_model_path
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2_path(small_qwen2_path):
-    return small_qwen2_path
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(small_chat_tokenizer):
-    return small_chat_tokenizer
 
 
 def make_config(tmp_path, **overrides) -> PROConfig:
