@@ -196,8 +196,9 @@ def _common(cfg: Settings, output_dir: Path, family: str, bf16: bool, rows: int)
     }
 
 
-def _message(text: str) -> list[dict]:
-    return [{"role": "assistant", "content": text}]
+def _message(completion: Any) -> list[dict]:
+    """A completion as an assistant turn (the sampled rankings store them as messages already)."""
+    return completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
 
 
 def make_trainer(method: str, cfg: Settings, model_path: str, tokenizer, rankings: list[dict], output_dir: Path,
@@ -205,6 +206,15 @@ def make_trainer(method: str, cfg: Settings, model_path: str, tokenizer, ranking
     from datasets import Dataset
 
     train = [r for r in rankings if r["split"] == "train"]
+    # The same rows for every method: a prompt over half of max_length (long TL;DR posts) is left out, counted
+    limit = cfg.max_length // 2
+    kept = [r for r in train if len(tokenizer.apply_chat_template(
+        [{"role": "user", "content": r["prompt_text"]}], tokenize=True, add_generation_prompt=True,
+        return_dict=True)["input_ids"]) <= limit]
+    if len(kept) < len(train):
+        logger.info("%s: %d of %d training prompts are over %d tokens and left out", method, len(train) - len(kept),
+                    len(train), limit)
+    train = kept
     prompts = [[{"role": "user", "content": r["prompt_text"]}] for r in train]
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
