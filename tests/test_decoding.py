@@ -152,6 +152,10 @@ def test_engine_choice(tokenizer, tiny_model_path, prompts, monkeypatch):
     assert not calls, "auto takes the slot decoder"
     generate_responses(model, tokenizer, prompts[:2], max_new_tokens=2, repetition_penalty=1.3)
     assert calls and calls[-1]["repetition_penalty"] == 1.3, "an argument it does not implement: model.generate"
+    from transformers import StoppingCriteriaList
+
+    generate_responses(model, tokenizer, prompts[:2], max_new_tokens=2, stopping_criteria=StoppingCriteriaList())
+    assert "stopping_criteria" in calls[-1], "a user's own stopping criteria are model.generate's, not dropped"
     with pytest.raises(ValueError, match="does not implement"):
         generate_responses(model, tokenizer, prompts[:2], max_new_tokens=2, repetition_penalty=1.3, engine="slots")
     with pytest.raises(ValueError, match="engine must be"):

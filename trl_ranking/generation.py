@@ -206,27 +206,31 @@ def generate_responses(
         encoded.append(list(ids))
 
     with _generation_model(model, dtype) as model:
-        use_slots = engine == "slots" or (
-            engine == "auto" and set(generation_kwargs) <= SUPPORTED_GENERATION_KWARGS | {"stopping_criteria"}
-            and supports_slot_decoding(model)
-        )
+        # A user's own `stopping_criteria` (or any argument the decoder does not implement) goes to `model.generate`
+        unsupported = sorted(set(generation_kwargs) - SUPPORTED_GENERATION_KWARGS)
         if engine == "slots" and not supports_slot_decoding(model):
             raise ValueError(
                 f"engine='slots' needs a decoder-only model with full attention whose forward takes `logits_to_keep`; "
                 f"{type(model).__name__} is not one: use engine='generate'"
             )
-        if use_slots:
-            unsupported = set(generation_kwargs) - SUPPORTED_GENERATION_KWARGS - {"stopping_criteria"}
-            if unsupported:
-                raise ValueError(f"engine='slots' does not implement {sorted(unsupported)}: use engine='generate'")
-            return _slot_responses(
-                model, tokenizer, encoded, max_new_tokens, batch_size, stop_strings, eos_ids, generation_kwargs,
-                progress_bar,
+        if engine == "slots" and unsupported:
+            raise ValueError(f"engine='slots' does not implement {unsupported}: use engine='generate'")
+        use_slots = engine == "slots" or (engine == "auto" and not unsupported and supports_slot_decoding(model))
+        was_training = model.training
+        model.eval()  # the training mode is restored afterwards
+        try:
+            if use_slots:
+                return _slot_responses(
+                    model, tokenizer, encoded, max_new_tokens, batch_size, stop_strings, eos_ids, generation_kwargs,
+                    progress_bar,
+                )
+            return _generate_responses(
+                model, tokenizer, encoded, max_new_tokens, batch_size, stop_strings, eos_ids, progress_bar,
+                num_return_sequences, generation_kwargs,
             )
-        return _generate_responses(
-            model, tokenizer, encoded, max_new_tokens, batch_size, stop_strings, eos_ids, progress_bar,
-            num_return_sequences, generation_kwargs,
-        )
+        finally:
+            if was_training:
+                model.train()
 
 
 def _slot_responses(
@@ -263,16 +267,10 @@ def _slot_responses(
         stop=stop,
     )
     num_return_sequences = int(generation_kwargs.get("num_return_sequences", 1))
-    was_training = model.training
-    model.eval()
-    try:
-        outputs, _ = slot_decode(
-            model, encoded, settings, slots=batch_size, num_return_sequences=num_return_sequences,
-            progress_bar=progress_bar,
-        )
-    finally:
-        if was_training:
-            model.train()
+    outputs, _ = slot_decode(
+        model, encoded, settings, slots=batch_size, num_return_sequences=num_return_sequences,
+        progress_bar=progress_bar,
+    )
     return [_decode_answer(tokenizer, tokens, eos_ids, stop_strings) for tokens in outputs]
 
 
@@ -333,30 +331,24 @@ def _generate_responses(
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     responses: list[list[str]] = [[] for _ in encoded]
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in tqdm(
-                range(0, len(order), batch_size), desc="Generating", disable=not progress_bar, unit="batch"
-            ):
-                batch = order[start : start + batch_size]
-                rows = [torch.tensor(encoded[i], dtype=torch.long) for i in batch]
-                input_ids = pad(rows, padding_value=pad_token_id, padding_side="left")
-                attention_mask = pad([torch.ones_like(row) for row in rows], padding_side="left")
-                width = input_ids.shape[1]
-                output = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    **generation_kwargs,
-                )
-                sequences = output.sequences if hasattr(output, "sequences") else output
-                new_tokens = sequences[:, width:].cpu().tolist()
-                for row, tokens in enumerate(new_tokens):
-                    answer = _decode_answer(tokenizer, tokens, eos_ids, stop_strings)
-                    responses[batch[row // num_return_sequences]].append(answer)
-    finally:
-        if was_training:
-            model.train()
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(order), batch_size), desc="Generating", disable=not progress_bar, unit="batch"
+        ):
+            batch = order[start : start + batch_size]
+            rows = [torch.tensor(encoded[i], dtype=torch.long) for i in batch]
+            input_ids = pad(rows, padding_value=pad_token_id, padding_side="left")
+            attention_mask = pad([torch.ones_like(row) for row in rows], padding_side="left")
+            width = input_ids.shape[1]
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                **generation_kwargs,
+            )
+            sequences = output.sequences if hasattr(output, "sequences") else output
+            new_tokens = sequences[:, width:].cpu().tolist()
+            for row, tokens in enumerate(new_tokens):
+                answer = _decode_answer(tokenizer, tokens, eos_ids, stop_strings)
+                responses[batch[row // num_return_sequences]].append(answer)
     return [response for prompt_responses in responses for response in prompt_responses]
